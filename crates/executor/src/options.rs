@@ -1,0 +1,124 @@
+//! Runtime options: the TOML that containerd passes in
+//! `runtimeoptions.v1.Options` (from a CRI runtime's `options`, from
+//! `ctr run --runtime-config-path`, or from Docker's daemon.json
+//! `runtimes.<name>.options`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Which executor runs a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutorChoice {
+    /// Pick by looking at the entrypoint.
+    #[default]
+    Auto,
+    /// In-process libcontainer.
+    Native,
+    /// An OCI runtime binary (runc, crun, youki) driven by its command line.
+    OciBinary,
+}
+
+/// Every option barge understands. Unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// `auto`, `native` or `oci-binary`.
+    pub executor: ExecutorChoice,
+    /// The OCI runtime binary for the `oci-binary` executor: a name looked
+    /// up on PATH, or an absolute path.
+    pub runtime: String,
+    /// The state directory handed to the runtime binary as `--root`.
+    /// Defaults to `/run/containerd/barge/<runtime>`.
+    pub runtime_root: Option<PathBuf>,
+    /// Manage cgroups through systemd rather than cgroupfs.
+    pub systemd_cgroup: bool,
+    /// Log at debug level, as containerd's `-debug` does.
+    pub debug: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            executor: ExecutorChoice::Auto,
+            runtime: "runc".to_string(),
+            runtime_root: None,
+            systemd_cgroup: false,
+            debug: false,
+        }
+    }
+}
+
+impl Options {
+    /// Parses the TOML body of a `runtimeoptions.v1.Options`.
+    pub fn from_toml(body: &str) -> Result<Options> {
+        let options: Options = toml::from_str(body)
+            .map_err(|e| Error::InvalidArgument(format!("barge runtime options: {e}")))?;
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// Serialises the options, to keep them beside the bundle for `delete`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.runtime.is_empty() {
+            return Err(Error::InvalidArgument(
+                "barge runtime options: `runtime` must name an OCI runtime binary".into(),
+            ));
+        }
+        if let Some(root) = &self.runtime_root {
+            if !root.is_absolute() {
+                return Err(Error::InvalidArgument(format!(
+                    "barge runtime options: `runtime_root` must be an absolute path, got {}",
+                    root.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_body_gives_defaults() {
+        assert_eq!(Options::from_toml("").unwrap(), Options::default());
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let o = Options::from_toml(
+            "executor = \"oci-binary\"\nruntime = \"crun\"\nruntime_root = \"/run/x\"\nsystemd_cgroup = false\ndebug = true\n",
+        )
+        .unwrap();
+        assert_eq!(o.executor, ExecutorChoice::OciBinary);
+        assert_eq!(o.runtime, "crun");
+        assert_eq!(o.runtime_root, Some(PathBuf::from("/run/x")));
+        assert!(o.debug);
+        assert_eq!(Options::from_toml(&o.to_toml()).unwrap(), o);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Options::from_toml("runtim = \"crun\"").unwrap_err().to_string();
+        assert!(err.contains("unknown field `runtim`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = Options::from_toml("executor = \"gvisor\"").unwrap_err().to_string();
+        assert!(err.contains("gvisor"), "{err}");
+        let err = Options::from_toml("runtime_root = \"rel\"").unwrap_err().to_string();
+        assert!(err.contains("absolute"), "{err}");
+        let err = Options::from_toml("runtime = \"\"").unwrap_err().to_string();
+        assert!(err.contains("runtime"), "{err}");
+    }
+}
