@@ -6,6 +6,7 @@
 //! container, starts it, signals it and deletes it. Every call is synchronous
 //! and is made from the shim's single thread, so an executor may fork.
 
+pub mod entrypoint;
 mod error;
 mod options;
 mod select;
@@ -95,6 +96,25 @@ pub trait Container: Send {
     /// Removes the container: kills what is left, removes its cgroup and
     /// the executor's state. The rootfs mount belongs to the core.
     fn delete(&mut self) -> Result<()>;
+}
+
+/// Fails unless the calling process has exactly one thread. A child forked
+/// from a process with other threads may inherit locks that are never freed.
+pub fn ensure_single_threaded(what: &str) -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(Error::io("read /proc/self/status"))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "refusing to {what}: the shim has {threads} threads, and forking is only safe with one"
+        )))
+    }
 }
 
 /// Where executors keep per-namespace state under `root`.

@@ -108,17 +108,25 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Options::from_toml("runtim = \"crun\"").unwrap_err().to_string();
+        let err = Options::from_toml("runtim = \"crun\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `runtim`"), "{err}");
     }
 
     #[test]
     fn bad_values_are_refused() {
-        let err = Options::from_toml("executor = \"gvisor\"").unwrap_err().to_string();
+        let err = Options::from_toml("executor = \"gvisor\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gvisor"), "{err}");
-        let err = Options::from_toml("runtime_root = \"rel\"").unwrap_err().to_string();
+        let err = Options::from_toml("runtime_root = \"rel\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("absolute"), "{err}");
-        let err = Options::from_toml("runtime = \"\"").unwrap_err().to_string();
+        let err = Options::from_toml("runtime = \"\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("runtime"), "{err}");
     }
 }

@@ -14,7 +14,10 @@ impl Executors {
 
     /// The executor with this name, as stored for `delete`.
     pub fn by_name(&self, name: &str) -> Option<&dyn Executor> {
-        self.all.iter().find(|e| e.name() == name).map(|e| e.as_ref())
+        self.all
+            .iter()
+            .find(|e| e.name() == name)
+            .map(|e| e.as_ref())
     }
 
     /// The executor for this container: the one the options name, or with

@@ -1,1 +1,268 @@
-//! todo
+//! The native executor: containers made in the shim's own process by
+//! libcontainer, with no runtime binary to exec.
+//!
+//! libcontainer forks (clones) the container's processes. The shim calls us
+//! from its only thread, and we check that before every fork.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use barge_executor::entrypoint::{self, Kind};
+use barge_executor::{
+    ensure_single_threaded, CleanupContext, Container, CreateContext, Error, Executor, Fit, Result,
+    Spec,
+};
+use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container as Lc;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::Executor as Workload;
+
+/// Where libcontainer keeps its per-container state.
+const STATE_ROOT: &str = "/run/containerd/barge/native";
+
+/// Makes containers in-process with libcontainer. The workload is what the
+/// container's init runs once the container is set up: `exec` of the
+/// entrypoint for Linux programs, or another engine (Wasm) in its place.
+pub struct Native {
+    name: &'static str,
+    workload: fn() -> Box<dyn Workload>,
+    accepts: fn(&Kind) -> bool,
+}
+
+impl Native {
+    /// The executor for Linux programs: ELF binaries and `#!` scripts.
+    pub fn new() -> Native {
+        Native {
+            name: "native",
+            workload: libcontainer::workload::default::get_executor,
+            accepts: |k| matches!(k, Kind::Elf | Kind::Script),
+        }
+    }
+
+    /// An executor that runs `workload` in the container's init instead of
+    /// exec, for entrypoints that `accepts` approves.
+    pub fn with_workload(
+        name: &'static str,
+        workload: fn() -> Box<dyn Workload>,
+        accepts: fn(&Kind) -> bool,
+    ) -> Native {
+        Native {
+            name,
+            workload,
+            accepts,
+        }
+    }
+}
+
+impl Default for Native {
+    fn default() -> Self {
+        Native::new()
+    }
+}
+
+fn state_root(namespace: &str) -> Result<PathBuf> {
+    if namespace.is_empty() || namespace.contains('/') || namespace.starts_with('.') {
+        return Err(Error::InvalidArgument(format!(
+            "invalid namespace {namespace:?}"
+        )));
+    }
+    Ok(barge_executor::state_dir(Path::new(STATE_ROOT), namespace))
+}
+
+fn runtime_error(what: &str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> Error + '_ {
+    move |e| Error::Runtime(format!("{what}: {e}"))
+}
+
+fn dev_null() -> Result<OwnedFd> {
+    File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(Error::io("open /dev/null"))
+}
+
+/// libcontainer needs a cgroupsPath; without one it would make a directory
+/// named `:youki:<id>`. containerd and Docker always set it; anything else
+/// gets one under `/barge/<namespace>`, written into the bundle's config.
+fn ensure_cgroups_path(ctx: &CreateContext<'_>) -> Result<()> {
+    let has_path = ctx
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .is_some_and(|p| !p.as_os_str().is_empty());
+    if has_path {
+        return Ok(());
+    }
+    let mut spec = ctx.spec.clone();
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(PathBuf::from(format!(
+        "/barge/{}/{}",
+        ctx.namespace, ctx.id
+    ))));
+    spec.set_linux(Some(linux));
+    let path = ctx.bundle.join("config.json");
+    let bytes = serde_json::to_vec(&spec).map_err(|e| Error::Runtime(e.to_string()))?;
+    std::fs::write(&path, bytes).map_err(Error::io(format!("write {}", path.display())))
+}
+
+impl Executor for Native {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn fits(&self, ctx: &CreateContext<'_>) -> Fit {
+        match entrypoint::find(ctx.bundle, ctx.spec) {
+            Ok(e) if (self.accepts)(&e.kind) => Fit::Yes,
+            Ok(e) => Fit::No(format!("{} is {}", e.path.display(), e.kind)),
+            Err(why) => Fit::No(why),
+        }
+    }
+
+    fn create(&self, ctx: CreateContext<'_>) -> Result<Box<dyn Container>> {
+        let root = state_root(ctx.namespace)?;
+        std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+        ensure_cgroups_path(&ctx)?;
+        let stdio = ctx.stdio;
+        let stdin = stdio.stdin.map_or_else(dev_null, Ok)?;
+        let stdout = stdio.stdout.map_or_else(dev_null, Ok)?;
+        let stderr = stdio.stderr.map_or_else(dev_null, Ok)?;
+        let builder = ContainerBuilder::new(ctx.id.to_string(), SyscallType::Linux)
+            .with_root_path(&root)
+            .map_err(runtime_error("container state root"))?
+            .with_executor(CloneWorkload((self.workload)()))
+            .with_stdin(stdin)
+            .with_stdout(stdout)
+            .with_stderr(stderr)
+            .as_init(ctx.bundle)
+            .with_systemd(ctx.options.systemd_cgroup)
+            .with_detach(true)
+            .as_sibling(true);
+        ensure_single_threaded("create a container")?;
+        let oom = read_oom_score_adj();
+        let built = builder.build();
+        // libcontainer writes the container's oom_score_adj into the caller.
+        restore_oom_score_adj(oom);
+        let lc = built.map_err(|e| {
+            // A failed build can leave its state directory behind.
+            let _ = std::fs::remove_dir_all(root.join(ctx.id));
+            Error::Runtime(format!("create container {}: {e}", ctx.id))
+        })?;
+        let pid = lc
+            .pid()
+            .ok_or_else(|| Error::Runtime(format!("container {} has no init pid", ctx.id)))?;
+        log::debug!("native container {} created, init pid {pid}", ctx.id);
+        Ok(Box::new(NativeContainer {
+            lc,
+            pid: pid.as_raw() as u32,
+            systemd: ctx.options.systemd_cgroup,
+        }))
+    }
+
+    fn cleanup(&self, ctx: &CleanupContext<'_>) -> Result<()> {
+        let dir = state_root(ctx.namespace)?.join(ctx.id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let mut lc = Lc::load(dir.clone()).map_err(runtime_error("load container state"))?;
+        if let Err(e) = lc.delete(true) {
+            log::warn!("delete container {}: {e}", ctx.id);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+}
+
+fn read_oom_score_adj() -> Option<String> {
+    std::fs::read_to_string("/proc/self/oom_score_adj").ok()
+}
+
+fn restore_oom_score_adj(value: Option<String>) {
+    if let Some(v) = value {
+        let _ = std::fs::write("/proc/self/oom_score_adj", v.trim());
+    }
+}
+
+/// A boxed workload that libcontainer can clone into the container's init.
+struct CloneWorkload(Box<dyn Workload>);
+
+impl Clone for CloneWorkload {
+    fn clone(&self) -> Self {
+        CloneWorkload(self.0.clone())
+    }
+}
+
+impl Workload for CloneWorkload {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
+        self.0.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
+        self.0.validate(spec)
+    }
+
+    fn setup_envs(
+        &self,
+        envs: std::collections::HashMap<String, String>,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorSetEnvsError> {
+        self.0.setup_envs(envs)
+    }
+}
+
+struct NativeContainer {
+    lc: Lc,
+    pid: u32,
+    systemd: bool,
+}
+
+impl Container for NativeContainer {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.lc.start().map_err(runtime_error("start container"))
+    }
+
+    fn kill(&mut self, signal: u32, all: bool) -> Result<()> {
+        let signal = Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        self.lc.kill(signal, all).map_err(|e| match e {
+            libcontainer::error::LibcontainerError::IncorrectStatus(_) => Error::NotFound(format!(
+                "container {}: process already finished",
+                self.lc.id()
+            )),
+            e => Error::Runtime(format!("kill container {}: {e}", self.lc.id())),
+        })
+    }
+
+    fn pids(&self) -> Result<Vec<u32>> {
+        let config = self
+            .lc
+            .spec()
+            .map_err(runtime_error("load container config"))?;
+        let manager = create_cgroup_manager(CgroupConfig {
+            cgroup_path: config.cgroup_path,
+            systemd_cgroup: self.systemd,
+            container_name: self.lc.id().to_string(),
+        })
+        .map_err(|e| Error::Runtime(format!("cgroup of {}: {e}", self.lc.id())))?;
+        let pids = manager
+            .get_all_pids()
+            .map_err(|e| Error::Runtime(format!("pids of {}: {e}", self.lc.id())))?;
+        Ok(pids.into_iter().map(|p| p.as_raw() as u32).collect())
+    }
+
+    fn delete(&mut self) -> Result<()> {
+        self.lc
+            .delete(true)
+            .map_err(runtime_error("delete container"))
+    }
+}

@@ -1,1 +1,73 @@
-//! todo
+//! The barge shim core: containerd's runtime-v2 protocol and Task API.
+//!
+//! A request travels one path: `server` (ttrpc on one thread) → `task`
+//! (the RPC) → the container's executor (`barge_executor::Container`) and
+//! back. `start` and `delete` are the two short-lived actions containerd runs
+//! around a server's life.
+
+mod args;
+mod cleanup;
+mod error;
+mod events;
+mod logger;
+mod mount;
+mod options;
+mod process;
+mod server;
+mod spec;
+mod start;
+mod state;
+mod stdio;
+mod task;
+
+use std::io::Write;
+
+use barge_executor::Executors;
+
+pub use args::{Action, Flags};
+pub use error::{Error, Result};
+
+/// The shim's entry point: parses the command line and runs the action.
+/// `executors` is called only by the actions that need them.
+pub fn main(executors: impl FnOnce() -> Executors) -> i32 {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (flags, action) = match args::parse(&argv) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("containerd-shim-barge-v1: {e}");
+            return 2;
+        }
+    };
+    let result = match action {
+        Action::Version => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "containerd-shim-barge-v1:\n  Version: {}\n  Task API: v2, v3",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
+        }
+        Action::Start => start::run(&flags, |params, listener| {
+            logger::init(params.debug);
+            let socket = start::socket_path_of(&listener);
+            match server::serve(&flags, &params.ttrpc_address, socket, listener, executors()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("shim server: {e}");
+                    1
+                }
+            }
+        }),
+        Action::Delete => cleanup::run(&flags, &executors()),
+        Action::Serve => Err(Error::InvalidArgument(
+            "the shim server is started by containerd through `start`".into(),
+        )),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("containerd-shim-barge-v1: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Finding what a container's entrypoint is, inside its rootfs, the way the
+//! kernel would find it after pivot_root: PATH lookup, symlinks resolved
+//! against the rootfs, then a look at the first bytes.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use crate::Spec;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const MAX_SYMLINKS: usize = 40;
+
+/// What sits at the entrypoint's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Elf,
+    Script,
+    WasmModule,
+    WasmText,
+    /// Something else: the first bytes, for the error message.
+    Unknown(Vec<u8>),
+}
+
+/// An entrypoint found in the rootfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entrypoint {
+    /// The path as the container sees it.
+    pub path: PathBuf,
+    /// The same file on the host.
+    pub host_path: PathBuf,
+    pub kind: Kind,
+}
+
+/// The rootfs directory of a bundle on the host.
+pub fn rootfs(bundle: &Path, spec: &Spec) -> Option<PathBuf> {
+    spec.root().as_ref().map(|r| bundle.join(r.path()))
+}
+
+/// Finds `process.args[0]` in the rootfs. The error says what was looked for
+/// and where.
+pub fn find(bundle: &Path, spec: &Spec) -> Result<Entrypoint, String> {
+    let rootfs = rootfs(bundle, spec).ok_or("the OCI spec has no root")?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or("the OCI spec has no process")?;
+    let arg0 = process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .filter(|a| !a.is_empty())
+        .ok_or("the OCI spec's process has no args")?;
+    let candidates: Vec<PathBuf> = if arg0.contains('/') {
+        vec![process.cwd().join(arg0)]
+    } else {
+        let path = process
+            .env()
+            .as_ref()
+            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(arg0))
+            .collect()
+    };
+    for path in &candidates {
+        if let Some(host_path) = resolve(&rootfs, path) {
+            if host_path.is_file() {
+                let kind = sniff(&host_path);
+                return Ok(Entrypoint {
+                    path: path.clone(),
+                    host_path,
+                    kind,
+                });
+            }
+        }
+    }
+    if arg0.contains('/') {
+        Err(format!(
+            "entrypoint {arg0} does not exist in the container's rootfs"
+        ))
+    } else {
+        Err(format!(
+            "entrypoint `{arg0}` was not found on the container's PATH ({})",
+            candidates
+                .iter()
+                .filter_map(|p| p.parent().map(|d| d.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(":")
+        ))
+    }
+}
+
+/// Resolves `path` (as the container sees it) to a host path, following
+/// symlinks without ever leaving `rootfs`.
+fn resolve(rootfs: &Path, path: &Path) -> Option<PathBuf> {
+    let mut pending: Vec<PathBuf> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            Component::ParentDir => Some(PathBuf::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part.as_os_str() == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let host = rootfs.join(&candidate);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return None;
+                }
+                let target = std::fs::read_link(&host).ok()?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push(PathBuf::from(n)),
+                        Component::ParentDir => pending.push(PathBuf::from("..")),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(_) => resolved = candidate,
+            Err(_) => return None,
+        }
+    }
+    Some(rootfs.join(resolved))
+}
+
+fn sniff(path: &Path) -> Kind {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    if head.starts_with(b"\x7fELF") {
+        Kind::Elf
+    } else if head.starts_with(b"#!") {
+        Kind::Script
+    } else if head.starts_with(b"\0asm") {
+        Kind::WasmModule
+    } else if path.extension().is_some_and(|e| e == "wat") {
+        Kind::WasmText
+    } else {
+        Kind::Unknown(head.to_vec())
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Elf => write!(f, "an ELF executable"),
+            Kind::Script => write!(f, "a #! script"),
+            Kind::WasmModule => write!(f, "a WebAssembly binary"),
+            Kind::WasmText => write!(f, "a WebAssembly text file"),
+            Kind::Unknown(b) if b.is_empty() => write!(f, "an empty file"),
+            Kind::Unknown(b) => write!(f, "a file starting with {:02x?}", b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn spec(args: &[&str], env: &[&str]) -> Spec {
+        let mut s = Spec::default();
+        let mut p = s.process().clone().unwrap();
+        p.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
+        p.set_env(Some(env.iter().map(|a| a.to_string()).collect()));
+        s.set_process(Some(p));
+        s
+    }
+
+    #[test]
+    fn follows_absolute_symlinks_inside_the_rootfs() {
+        let b = tempfile::tempdir().unwrap();
+        let r = b.path().join("rootfs");
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::fs::write(r.join("bin/busybox"), b"\x7fELF\x02\x01").unwrap();
+        symlink("/bin/busybox", r.join("usr/bin/echo")).unwrap();
+        symlink("../../bin/busybox", r.join("usr/bin/cat")).unwrap();
+        std::fs::write(r.join("bin/run.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::write(r.join("bin/app.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        std::fs::write(r.join("bin/data"), b"MZ").unwrap();
+        let s = spec(&["echo"], &["PATH=/usr/bin:/bin"]);
+        let e = find(b.path(), &s).unwrap();
+        assert_eq!(
+            (e.path.as_path(), &e.kind),
+            (Path::new("/usr/bin/echo"), &Kind::Elf)
+        );
+        assert_eq!(e.host_path, r.join("bin/busybox"));
+        assert_eq!(
+            find(b.path(), &spec(&["cat"], &[])).unwrap().kind,
+            Kind::Elf
+        );
+        assert_eq!(
+            find(b.path(), &spec(&["/bin/run.sh"], &[])).unwrap().kind,
+            Kind::Script
+        );
+        assert_eq!(
+            find(b.path(), &spec(&["/bin/app.wasm"], &[])).unwrap().kind,
+            Kind::WasmModule
+        );
+        assert_eq!(
+            find(b.path(), &spec(&["/bin/data"], &[])).unwrap().kind,
+            Kind::Unknown(b"MZ".to_vec())
+        );
+        let err = find(b.path(), &spec(&["nope"], &["PATH=/usr/bin:/bin"])).unwrap_err();
+        assert!(
+            err.contains("`nope`") && err.contains("/usr/bin:/bin"),
+            "{err}"
+        );
+        let err = find(b.path(), &spec(&["/no/such"], &[])).unwrap_err();
+        assert!(err.contains("/no/such"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_cannot_escape_the_rootfs() {
+        let b = tempfile::tempdir().unwrap();
+        let r = b.path().join("rootfs");
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        symlink("../../../../../../etc/hostname", r.join("bin/escape")).unwrap();
+        assert!(resolve(&r, Path::new("/bin/escape")).is_none_or(|p| p.starts_with(&r)));
+    }
+}

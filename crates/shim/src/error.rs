@@ -1,0 +1,69 @@
+use std::io;
+
+use containerd_shim_protos::ttrpc::{self, Code};
+
+/// Errors of the shim core. Each maps to the ttrpc code containerd expects.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Executor(#[from] barge_executor::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    pub fn code(&self) -> Code {
+        use barge_executor::Error as E;
+        match self {
+            Error::InvalidArgument(_) | Error::Executor(E::InvalidArgument(_)) => {
+                Code::INVALID_ARGUMENT
+            }
+            Error::NotFound(_) | Error::Executor(E::NotFound(_)) => Code::NOT_FOUND,
+            Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
+            Error::FailedPrecondition(_) | Error::Executor(E::FailedPrecondition(_)) => {
+                Code::FAILED_PRECONDITION
+            }
+            Error::Unimplemented(_) | Error::Executor(E::Unimplemented(_)) => Code::UNIMPLEMENTED,
+            _ => Code::UNKNOWN,
+        }
+    }
+}
+
+impl From<Error> for ttrpc::Error {
+    fn from(e: Error) -> Self {
+        ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
+    }
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Error::Io {
+            context: "system call".into(),
+            source: io::Error::from(e),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,81 @@
+//! Processes: the single-thread check before a fork, exit statuses, and the
+//! reaper that collects every child of the shim.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code, or 128+N for a process killed by signal N.
+    pub status: u32,
+    pub at: SystemTime,
+}
+
+/// Reaps every child that has exited, without blocking.
+pub fn reap() -> Vec<(u32, Exit)> {
+    let mut exits = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                exits.push((pid.as_raw() as u32, exit(code as u32)))
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                exits.push((pid.as_raw() as u32, exit(128 + sig as u32)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return exits,
+            Ok(_) => continue,
+        }
+    }
+}
+
+fn exit(status: u32) -> Exit {
+    Exit {
+        status,
+        at: SystemTime::now(),
+    }
+}
+
+/// Exits of pids that nobody had claimed yet: a process can exit between the
+/// executor forking it and the core recording its pid.
+#[derive(Default)]
+pub struct Unclaimed {
+    exits: HashMap<u32, Exit>,
+}
+
+impl Unclaimed {
+    /// Keeps at most this many; orphans reparented to the shim land here too.
+    const LIMIT: usize = 4096;
+
+    pub fn insert(&mut self, pid: u32, exit: Exit) {
+        if self.exits.len() >= Self::LIMIT {
+            if let Some(oldest) = self.exits.iter().min_by_key(|(_, e)| e.at).map(|(p, _)| *p) {
+                self.exits.remove(&oldest);
+            }
+        }
+        self.exits.insert(pid, exit);
+    }
+
+    pub fn take(&mut self, pid: u32) -> Option<Exit> {
+        self.exits.remove(&pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unclaimed_exits_are_bounded() {
+        let mut u = Unclaimed::default();
+        for pid in 0..(Unclaimed::LIMIT as u32 + 10) {
+            u.insert(pid, exit(0));
+        }
+        assert!(u.exits.len() <= Unclaimed::LIMIT);
+        assert!(u.take(Unclaimed::LIMIT as u32 + 9).is_some());
+        assert!(u.take(Unclaimed::LIMIT as u32 + 9).is_none());
+    }
+}
