@@ -141,7 +141,11 @@ impl Executor for Native {
             .as_init(ctx.bundle)
             .with_systemd(ctx.options.systemd_cgroup)
             .with_detach(true)
-            .as_sibling(true);
+            // Not a sibling: the intermediate process is our child, and the
+            // init it clones with CLONE_PARENT becomes our child too (exiting
+            // with no signal, which the core's pidfd watch covers). As a
+            // sibling, both would belong to our parent instead.
+            .as_sibling(false);
         ensure_single_threaded("create a container")?;
         let oom = read_oom_score_adj();
         let built = builder.build();

@@ -2,6 +2,7 @@
 //! reaper that collects every child of the shim.
 
 use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::SystemTime;
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -15,11 +16,38 @@ pub struct Exit {
     pub at: SystemTime,
 }
 
-/// Reaps every child that has exited, without blocking.
+/// Waits until process `pid` has exited (it is not reaped).
+///
+/// A container's init made with CLONE_PARENT sends its parent no SIGCHLD,
+/// so the reaper can't rely on the signal alone: a pidfd tells when it ends.
+pub async fn exited(pid: u32) -> std::io::Result<()> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged
+    // until the AsyncFd is dropped.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
+/// Reaps every child that has exited, without blocking. `__WALL` also
+/// collects children that exit with no signal, as CLONE_PARENT inits do.
 pub fn reap() -> Vec<(u32, Exit)> {
     let mut exits = Vec::new();
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        match waitpid(
+            Pid::from_raw(-1),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        ) {
             Ok(WaitStatus::Exited(pid, code)) => {
                 exits.push((pid.as_raw() as u32, exit(code as u32)))
             }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use barge_executor::Executors;
 use containerd_shim_protos::shim_async::create_task;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 use crate::args::Flags;
 use crate::error::{Error, Result};
@@ -47,10 +48,12 @@ async fn run(
     executors: Executors,
 ) -> Result<()> {
     let publisher = Publisher::start(ttrpc_address, &flags.namespace);
+    let (reap_now, mut reap_requests) = mpsc::unbounded_channel();
     let service = Arc::new(Service::new(
         executors,
         publisher.clone(),
         flags.namespace.clone(),
+        reap_now,
     ));
 
     let mut children = signal(SignalKind::child()).map_err(Error::io("watch SIGCHLD"))?;
@@ -61,8 +64,9 @@ async fn run(
                 for (pid, exit) in reap() {
                     service.on_exit(pid, exit);
                 }
-                if children.recv().await.is_none() {
-                    return;
+                tokio::select! {
+                    _ = children.recv() => {}
+                    _ = reap_requests.recv() => {}
                 }
             }
         })

@@ -17,7 +17,7 @@ use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::types::task::{ProcessInfo, Status};
 use containerd_shim_protos::{api, ttrpc};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use ttrpc::r#async::TtrpcContext;
 
 use crate::error::{Error, Result};
@@ -62,11 +62,19 @@ pub struct Service {
     publisher: Publisher,
     namespace: String,
     pub shutdown: Arc<Notify>,
+    /// Asks the reaper to collect exits now.
+    reap_now: mpsc::UnboundedSender<()>,
 }
 
 impl Service {
-    pub fn new(executors: Executors, publisher: Publisher, namespace: String) -> Service {
+    pub fn new(
+        executors: Executors,
+        publisher: Publisher,
+        namespace: String,
+        reap_now: mpsc::UnboundedSender<()>,
+    ) -> Service {
         Service {
+            reap_now,
             state: Mutex::default(),
             executors,
             publisher,
@@ -190,6 +198,13 @@ impl Service {
             pid,
             ..Default::default()
         }));
+        let reap_now = self.reap_now.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::process::exited(pid).await {
+                log::warn!("watch init {pid}: {e}");
+            }
+            let _ = reap_now.send(());
+        });
         let mut state = self.state();
         if let Some(exit) = state.unclaimed.take(pid) {
             self.mark_exited(&req.id, &mut entry, exit);

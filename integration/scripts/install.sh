@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Install every integration-test dependency (run as root, non-interactive).
+#
+#  * Debian 12 packages into the system (containerd 1.6, runc, crun, umoci, ...).
+#  * containerd 1.7 + docker 26 (trixie) and containerd 2.1 + docker 28 (sid),
+#    fetched through the bookworm mirror with a private apt state and unpacked
+#    with `dpkg -x` under /opt/barge-test/<prefix>/root; <prefix>/bin holds
+#    symlinks, <prefix>/VERSION the Debian package version.  Nothing from
+#    trixie/sid is installed into the system.
+#
+# Idempotent: a prefix whose VERSION and bin/ are in place is left alone.
+# BARGE_REFRESH=1 re-fetches trixie/sid and re-extracts everything.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+OPT=${BARGE_OPT:-/opt/barge-test}
+APTDIR=${BARGE_APT_DIR:-/var/cache/barge-test/apt}
+REFRESH=${BARGE_REFRESH:-0}
+[ "$(id -u)" = 0 ] || { echo "install.sh: must run as root" >&2; exit 1; }
+log() { echo "==> $*"; }
+
+# ---- 1. Debian 12 packages -------------------------------------------------
+PKGS=(containerd runc crun busybox-static umoci skopeo libseccomp-dev libseccomp2
+      pkg-config jq iptables procps psmisc xz-utils ca-certificates
+      protobuf-compiler libsystemd0 util-linux tar gzip tini)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Debian 12's containerd enables/starts a systemd unit when systemd runs.
+# Our tests use private instances only: make sure no system containerd runs.
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now containerd.service >/dev/null 2>&1 || true
+fi
+for pid in $(pgrep -x containerd || true); do
+  args=$(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null || true)
+  case "$args" in  # the unit runs plain /usr/bin/containerd (no --config/--address)
+    "/usr/bin/containerd "|"/usr/bin/containerd") log "stopping system containerd (pid $pid)"; kill "$pid" || true ;;
+  esac
+done
+
+# ---- 2. trixie / sid packages into prefixes ---------------------------------
+# Mirror: the one the system uses for bookworm (deb822 or one-line format).
+mirror() {
+  apt-cache policy 2>/dev/null | awk '$3 ~ /^bookworm\// {print $2; exit}'
+}
+
+declare -A UPDATED=()
+apt_suite() {  # apt_suite SUITE apt-get|apt-cache ARGS...  (private state/cache)
+  local s=$1 tool=$2; shift 2
+  local d=$APTDIR/$s
+  "$tool" -q -o Dir::Etc::SourceList="$d/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o Dir::State="$d/state" -o Dir::State::status="$d/state/status" \
+    -o Dir::Cache="$d/cache" -o APT::Sandbox::User=root \
+    -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false "$@"
+}
+suite_update() {
+  local s=$1 d=$APTDIR/$1
+  [ -n "${UPDATED[$s]:-}" ] && return 0
+  local m; m=$(mirror)
+  if [ -z "$m" ]; then apt-get update -q; m=$(mirror); fi
+  [ -n "$m" ] || { echo "cannot find the bookworm mirror in apt's config" >&2; exit 1; }
+  mkdir -p "$d/state/lists/partial" "$d/cache/archives/partial"
+  touch "$d/state/status"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $m $s main" >"$d/sources.list"
+  log "apt-get update ($s from $m)"
+  apt_suite "$s" apt-get update >/dev/null
+  UPDATED[$s]=1
+}
+
+# fetch PREFIX SUITE MAIN_PKG "OTHER_PKGS" "BINS" EXPECT_GLOB
+fetch() {
+  local prefix=$1 suite=$2 main=$3 others=$4 bins=$5 expect=$6
+  local dir=$OPT/$prefix ok=1 b
+  [ -s "$dir/VERSION" ] || ok=0
+  for b in $bins; do [ -x "$dir/bin/$b" ] || ok=0; done
+  if [ "$ok" = 1 ] && [ "$REFRESH" != 1 ]; then return 0; fi
+
+  suite_update "$suite"
+  local ver; ver=$(apt_suite "$suite" apt-cache show --no-all-versions "$main" | awk '/^Version:/ {print $2; exit}')
+  # shellcheck disable=SC2053
+  [[ $ver == $expect ]] || echo "WARNING: $suite $main is $ver, expected $expect; installing it into $prefix anyway" >&2
+  log "$prefix: $main $others from $suite ($ver)"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && apt_suite "$suite" apt-get download $main $others >/dev/null)
+  rm -rf "$dir"; mkdir -p "$dir/root" "$dir/bin"
+  local deb; for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$dir/root"; done
+  rm -rf "$tmp"
+  for b in $bins; do
+    local f; f=$(find "$dir/root/usr/bin" "$dir/root/usr/sbin" -name "$b" \( -type f -o -type l \) 2>/dev/null | head -n1 || true)
+    [ -n "$f" ] || { echo "$prefix: $b not found in the packages" >&2; exit 1; }
+    ln -sfn "../${f#"$dir"/}" "$dir/bin/$b"  # bin/x -> ../root/usr/bin/x
+  done
+  echo "$ver" >"$dir/VERSION"
+}
+
+CTRD_BINS="containerd ctr containerd-shim-runc-v2"
+DOCKER_BINS="dockerd docker docker-proxy"
+fetch containerd-1.7 trixie containerd ""         "$CTRD_BINS"   '1.7.*'
+fetch docker-26      trixie docker.io  docker-cli "$DOCKER_BINS" '26.*'
+fetch containerd-2.1 sid    containerd ""         "$CTRD_BINS"   '2.1.*'
+fetch docker-28      sid    docker.io  docker-cli "$DOCKER_BINS" '28.*'
+
+# dockerd looks for docker-init (for --init) next to itself / on PATH.
+for p in docker-26 docker-28; do ln -sfn /usr/bin/tini-static "$OPT/$p/bin/docker-init"; done
+
+# containerd 1.6 = Debian 12's own.
+mkdir -p "$OPT/containerd-1.6/bin"
+for b in $CTRD_BINS; do ln -sfn "/usr/bin/$b" "$OPT/containerd-1.6/bin/$b"; done
+dpkg-query -W -f='${Version}\n' containerd >"$OPT/containerd-1.6/VERSION"
+
+# ---- 3. verify + summary ----------------------------------------------------
+log "summary"
+fail=0
+check() {  # print the first line of "$@" that has a version number
+  local out; out=$("$@" 2>&1 | grep -m1 -E '[0-9]+\.[0-9]+\.[0-9]' | sed 's/^[[:space:]]*//' || true)
+  if [ -n "$out" ]; then printf '  %-42s %s\n' "${1#"$OPT"/}" "$out"; else printf '  %-42s FAILED\n' "$1"; fail=1; fi; }
+for p in containerd-1.6 containerd-1.7 containerd-2.1; do
+  echo "$p ($(cat "$OPT/$p/VERSION"))"
+  check "$OPT/$p/bin/containerd" --version
+  check "$OPT/$p/bin/ctr" --version
+  check "$OPT/$p/bin/containerd-shim-runc-v2" -v
+done
+for p in docker-26 docker-28; do
+  echo "$p ($(cat "$OPT/$p/VERSION"))"
+  check "$OPT/$p/bin/dockerd" --version
+  check "$OPT/$p/bin/docker" --version
+  check "$OPT/$p/bin/docker-proxy" --version
+  check "$OPT/$p/bin/docker-init" --version
+done
+echo "system"
+check /usr/sbin/runc --version
+check /usr/bin/crun --version
+check /usr/bin/umoci --version
+check /bin/busybox --help
+exit $fail
