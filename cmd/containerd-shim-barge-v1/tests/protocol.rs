@@ -296,3 +296,31 @@ fn version_and_bad_flags() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("-frobnicate"));
 }
+
+#[test]
+fn delete_after_a_crash_removes_the_dead_socket() {
+    let mut b = Bundle::new("");
+    let params = bootstrap_params(&b, "crash");
+    let result = BootstrapResult::parse_from_bytes(&b.start("crash", "/x.sock", &params)).unwrap();
+    let socket = PathBuf::from(result.address.trim_start_matches("unix://"));
+    let pid = block_on(connect_v3(&result.address)).shim_pid as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_gone(pid));
+    assert!(socket.exists(), "a killed shim leaves its socket");
+    let out = Command::new(SHIM)
+        .args(["-namespace", "barge-test", "-id", "crash", "-bundle"])
+        .arg(b.path())
+        .arg("delete")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!socket.exists(), "delete removes the dead shim's socket");
+}

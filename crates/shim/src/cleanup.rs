@@ -45,6 +45,7 @@ pub fn run(flags: &Flags, executors: &Executors) -> Result<()> {
     }
     mount::unmount_all(&bundle.join("rootfs"))?;
     state::remove(&bundle);
+    remove_dead_socket(&bundle);
     let response = DeleteResponse {
         exit_status: 128 + libc::SIGKILL as u32,
         exited_at: MessageField::some(timestamp(SystemTime::now())),
@@ -56,4 +57,16 @@ pub fn run(flags: &Flags, executors: &Executors) -> Result<()> {
     std::io::stdout()
         .write_all(&bytes)
         .map_err(Error::io("write DeleteResponse"))
+}
+
+/// Removes the socket of this bundle's shim if no server answers on it any
+/// more; a live one still serves other containers of the group.
+fn remove_dead_socket(bundle: &std::path::Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = address.trim().trim_start_matches("unix://");
+    if !path.is_empty() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
 }
