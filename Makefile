@@ -1,0 +1,36 @@
+# Barge: a containerd runtime-v2 shim. Run as root.
+SHIM      := target/release/containerd-shim-barge-v1
+PREFIX    ?= /usr/local
+CARGO     ?= cargo
+
+.PHONY: run test deps build install lint unit integration demo-stop clean
+
+## run: install what is needed, build, install the shim, run a container through it
+run: deps install
+	integration/scripts/demo.sh
+
+## test: every test (unit, protocol, integration against real containerd and Docker)
+test: deps build lint
+	$(CARGO) test --release --workspace --exclude barge-integration
+	$(CARGO) test --release -p barge-integration
+
+deps:
+	integration/scripts/install.sh
+	integration/scripts/build-image.sh
+
+build:
+	$(CARGO) build --release -p containerd-shim-barge-v1
+
+install: build
+	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-barge-v1
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+## demo-stop: stop the private containerd that `make run` started
+demo-stop:
+	integration/scripts/demo.sh stop
+
+clean:
+	$(CARGO) clean
