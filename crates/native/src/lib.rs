@@ -152,8 +152,8 @@ impl Executor for Native {
         // libcontainer writes the container's oom_score_adj into the caller.
         restore_oom_score_adj(oom);
         let lc = built.map_err(|e| {
-            // A failed build can leave its state directory behind.
-            let _ = std::fs::remove_dir_all(root.join(ctx.id));
+            // A failed build can leave processes, a cgroup and state behind.
+            remove_leftovers(&root.join(ctx.id));
             Error::Runtime(format!("create container {}: {e}", ctx.id))
         })?;
         let pid = lc
@@ -168,17 +168,25 @@ impl Executor for Native {
     }
 
     fn cleanup(&self, ctx: &CleanupContext<'_>) -> Result<()> {
-        let dir = state_root(ctx.namespace)?.join(ctx.id);
-        if !dir.exists() {
-            return Ok(());
-        }
-        let mut lc = Lc::load(dir.clone()).map_err(runtime_error("load container state"))?;
-        if let Err(e) = lc.delete(true) {
-            log::warn!("delete container {}: {e}", ctx.id);
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        remove_leftovers(&state_root(ctx.namespace)?.join(ctx.id));
         Ok(())
     }
+}
+
+/// Kills and deletes whatever libcontainer has in `dir`; nothing is fine.
+fn remove_leftovers(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    match Lc::load(dir.to_path_buf()) {
+        Ok(mut lc) => {
+            if let Err(e) = lc.delete(true) {
+                log::warn!("delete container state {}: {e}", dir.display());
+            }
+        }
+        Err(e) => log::warn!("load container state {}: {e}", dir.display()),
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn read_oom_score_adj() -> Option<String> {

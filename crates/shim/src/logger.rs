@@ -65,22 +65,6 @@ fn rfc3339(secs: u64, nanos: u32) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339() {
-        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            super::rfc3339(951_782_400, 5),
-            "2000-02-29T00:00:00.000000005Z"
-        );
-        assert_eq!(
-            super::rfc3339(1_795_869_913, 0),
-            "2026-11-28T12:45:13.000000000Z"
-        );
-    }
-}
-
 /// Logs to the `log` fifo in the current directory when containerd made one.
 pub fn init(debug: bool) {
     let fifo = std::fs::OpenOptions::new()
@@ -114,5 +98,21 @@ pub fn init(debug: bool) {
     .is_ok()
     {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            super::rfc3339(951_782_400, 5),
+            "2000-02-29T00:00:00.000000005Z"
+        );
+        assert_eq!(
+            super::rfc3339(1_795_869_913, 0),
+            "2026-11-28T12:45:13.000000000Z"
+        );
     }
 }
