@@ -15,12 +15,7 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unimplemented(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    /// Also carries the core's own I/O errors, with their context.
     #[error(transparent)]
     Executor(#[from] barge_executor::Error),
     #[error("{0}")]
@@ -30,8 +25,8 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-        let context = context.into();
-        move |source| Error::Io { context, source }
+        let wrap = barge_executor::Error::io(context);
+        move |source| Error::Executor(wrap(source))
     }
 
     pub fn code(&self) -> Code {
@@ -59,10 +54,7 @@ impl From<Error> for ttrpc::Error {
 
 impl From<nix::Error> for Error {
     fn from(e: nix::Error) -> Self {
-        Error::Io {
-            context: "system call".into(),
-            source: io::Error::from(e),
-        }
+        Error::io("system call")(io::Error::from(e))
     }
 }
 
