@@ -9,6 +9,7 @@ mod args;
 mod cleanup;
 mod error;
 mod events;
+mod idle;
 mod logger;
 mod mount;
 mod options;

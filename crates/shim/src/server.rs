@@ -96,7 +96,13 @@ async fn run(
         flags.id
     );
 
+    let trimmer = {
+        let service = service.clone();
+        tokio::spawn(async move { crate::idle::trim_when_quiet(&service.activity).await })
+    };
+
     service.shutdown.notified().await;
+    trimmer.abort();
     log::info!("shutting down");
     publisher.flush().await;
     reaper.abort();

@@ -64,6 +64,8 @@ pub struct Service {
     pub shutdown: Arc<Notify>,
     /// Asks the reaper to collect exits now.
     reap_now: mpsc::UnboundedSender<()>,
+    /// Told of every request, so that an idle shim can trim its memory.
+    pub activity: Notify,
 }
 
 impl Service {
@@ -75,6 +77,7 @@ impl Service {
     ) -> Service {
         Service {
             reap_now,
+            activity: Notify::new(),
             state: Mutex::default(),
             executors,
             publisher,
@@ -412,6 +415,13 @@ fn unimplemented<T>(rpc: &str) -> ttrpc::Result<T> {
     Err(Error::Unimplemented(format!("barge does not implement {rpc} yet")).into())
 }
 
+impl Service {
+    fn logged<T>(&self, rpc: &str, id: &str, r: Result<T>) -> ttrpc::Result<T> {
+        self.activity.notify_one();
+        logged(rpc, id, r)
+    }
+}
+
 fn logged<T>(rpc: &str, id: &str, r: Result<T>) -> ttrpc::Result<T> {
     match r {
         Ok(v) => {
@@ -432,35 +442,35 @@ impl Task for Service {
         _: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
-        logged("create", &req.id, self.create_task(&req))
+        self.logged("create", &req.id, self.create_task(&req))
     }
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        logged("start", &req.id, self.start_task(&req))
+        self.logged("start", &req.id, self.start_task(&req))
     }
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        logged("delete", &req.id, self.delete_task(&req))
+        self.logged("delete", &req.id, self.delete_task(&req))
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        logged("kill", &req.id, self.kill_task(&req).map(|_| Empty::new()))
+        self.logged("kill", &req.id, self.kill_task(&req).map(|_| Empty::new()))
     }
 
     async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        logged("state", &req.id, self.state_of(&req))
+        self.logged("state", &req.id, self.state_of(&req))
     }
 
     async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        logged("pids", &req.id, self.pids_of(&req))
+        self.logged("pids", &req.id, self.pids_of(&req))
     }
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        logged("wait", &req.id, self.wait_for(&req).await)
+        self.logged("wait", &req.id, self.wait_for(&req).await)
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
-        logged(
+        self.logged(
             "close_io",
             &req.id,
             self.close_io(&req).map(|_| Empty::new()),
