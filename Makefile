@@ -3,7 +3,7 @@ SHIM      := target/release/containerd-shim-barge-v1
 PREFIX    ?= /usr/local
 CARGO     ?= cargo
 
-.PHONY: run test deps build install lint unit integration demo-stop clean
+.PHONY: run test bench deps build install lint unit integration demo-stop clean
 
 ## run: install what is needed, build, install the shim, run a container through it
 run: deps install
@@ -13,6 +13,11 @@ run: deps install
 test: deps build lint
 	$(CARGO) test --release --workspace --exclude barge-integration
 	$(CARGO) test --release -p barge-integration
+
+## bench: speed and memory of barge next to containerd-shim-runc-v2 (BENCH_QUICK=1: short;
+##        BENCH_CONTAINERD=1.6|1.7|2.1). Results in target/bench/results.{json,md}
+bench: deps build
+	$(CARGO) run --release -p barge-integration --bin barge-bench
 
 deps:
 	integration/scripts/install.sh

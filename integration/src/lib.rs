@@ -1,1 +1,17 @@
-//! Integration harness
+//! Barge's integration suite: real containerd, real Docker, real kernel.
+//!
+//! The harness starts private daemons ([`containerd::Containerd`],
+//! [`docker::Dockerd`]) that are torn down on drop, runs cases with a
+//! deadline each ([`runner::Runner`]), and after every case checks that
+//! nothing of it is left ([`ctr::CtrCtx::check_leaks`],
+//! [`docker_cases::DockerCtx::check_leaks`]). The runner is
+//! `tests/suite.rs`.
+
+pub mod cmd;
+pub mod containerd;
+pub mod ctr;
+pub mod ctr_cases;
+pub mod docker;
+pub mod docker_cases;
+pub mod runner;
+pub mod sys;

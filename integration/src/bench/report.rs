@@ -1,0 +1,460 @@
+//! The figures, and how they are shown: a table on the terminal, JSON and
+//! Markdown files.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use super::machine::Machine;
+use super::{Config, Variant, BASELINE};
+
+/// Whether lower or higher values (and ratios) are better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+impl Better {
+    pub fn word(self) -> &'static str {
+        match self {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        }
+    }
+
+    fn op(self) -> &'static str {
+        match self {
+            Better::Lower => "<=",
+            Better::Higher => ">=",
+        }
+    }
+
+    fn met(self, ratio: f64, target: f64) -> bool {
+        match self {
+            Better::Lower => ratio <= target,
+            Better::Higher => ratio >= target,
+        }
+    }
+}
+
+/// One figure, measured for some variants.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub figure: String,
+    pub unit: &'static str,
+    pub better: Better,
+    /// Decimals to print.
+    pub decimals: usize,
+    /// Variant key → value. A variant without a value was not measured
+    /// (every run of it failed).
+    pub values: BTreeMap<&'static str, f64>,
+    /// The goal for barge/runc-v2, in the direction of `better`.
+    pub target: Option<f64>,
+    /// Raw data for the JSON file.
+    pub detail: Value,
+}
+
+impl Row {
+    /// `value(key) / value(runc-v2)`.
+    pub fn ratio(&self, key: &str) -> Option<f64> {
+        let base = *self.values.get(BASELINE)?;
+        let v = *self.values.get(key)?;
+        (base > 0.0).then(|| v / base)
+    }
+
+    pub fn target_met(&self, key: &str) -> Option<bool> {
+        Some(self.better.met(self.ratio(key)?, self.target?))
+    }
+
+    fn value_text(&self, key: &str) -> String {
+        match self.values.get(key) {
+            Some(v) => format!("{v:.*}", self.decimals),
+            None => "-".into(),
+        }
+    }
+
+    fn target_text(&self, key: &str) -> String {
+        let Some(t) = self.target else {
+            return String::new();
+        };
+        let verdict = match self.target_met(key) {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "n/a",
+        };
+        format!("{}{t:.2}x {verdict}", self.better.op())
+    }
+}
+
+/// What a figure function produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Rows(Vec<Row>),
+    /// Cannot be measured on barge yet; the reason is printed.
+    NotImplemented(String),
+}
+
+pub struct SectionResult {
+    pub name: &'static str,
+    /// `Err` holds why the measurement failed.
+    pub outcome: std::result::Result<Outcome, String>,
+}
+
+pub struct Report<'a> {
+    pub cfg: &'a Config,
+    pub machine: &'a Machine,
+    pub variants: &'a [Variant],
+    pub sections: &'a [SectionResult],
+    /// Barge variants that did not run at all: `(key, error)`.
+    pub failed_variants: &'a [(String, String)],
+    /// Single runs that failed while measuring: `(key, error)`.
+    pub run_errors: &'a [(String, String)],
+}
+
+fn ratio_text(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+impl Report<'_> {
+    fn barge_variants(&self) -> impl Iterator<Item = &Variant> {
+        self.variants.iter().filter(|v| !v.is_baseline())
+    }
+
+    fn head(&self) -> Vec<String> {
+        let mut h: Vec<String> = ["figure", "unit", "better", "runc-v2"]
+            .map(String::from)
+            .to_vec();
+        for v in self.barge_variants() {
+            h.push(v.label.to_string());
+            h.push("ratio".into());
+            h.push("target".into());
+        }
+        h
+    }
+
+    /// The table body, one row of cells per figure.
+    fn body(&self) -> Vec<Vec<String>> {
+        let width = self.head().len();
+        let mut out = Vec::new();
+        let other = |first: String| {
+            let mut cells = vec![first];
+            cells.resize(width, "-".to_string());
+            cells
+        };
+        for s in self.sections {
+            match &s.outcome {
+                Ok(Outcome::Rows(rows)) => {
+                    for r in rows {
+                        let mut cells = vec![
+                            r.figure.clone(),
+                            r.unit.to_string(),
+                            r.better.word().to_string(),
+                            r.value_text(BASELINE),
+                        ];
+                        for v in self.barge_variants() {
+                            cells.push(r.value_text(v.key));
+                            cells.push(ratio_text(r.ratio(v.key)));
+                            cells.push(r.target_text(v.key));
+                        }
+                        out.push(cells);
+                    }
+                }
+                Ok(Outcome::NotImplemented(_)) => {
+                    out.push(other(format!("{}: not implemented", s.name)))
+                }
+                Err(_) => out.push(other(format!("{}: FAILED", s.name))),
+            }
+        }
+        out
+    }
+
+    /// Explanations below the table.
+    fn notes(&self) -> Vec<String> {
+        let mut n = vec![
+            "ratio = barge / runc-v2 for the same figure; \"better\" says whether lower or higher values (and ratios) are better".to_string(),
+            "targets are goals for barge, shown but not enforced".to_string(),
+            "RSS counts every page a shim maps, its binary's code included; PSS splits shared pages among the processes that map them, so it falls as more shims share one binary (both shims run from private copies, so only the bench's own shims share)".to_string(),
+        ];
+        for s in self.sections {
+            match &s.outcome {
+                Ok(Outcome::NotImplemented(why)) => {
+                    n.push(format!("{}: not implemented ({why})", s.name))
+                }
+                Err(e) => n.push(format!("{}: FAILED: {e}", s.name)),
+                Ok(Outcome::Rows(_)) => {}
+            }
+        }
+        for (k, e) in self.failed_variants {
+            n.push(format!("{k} did not run and was left out: {e}"));
+        }
+        if !self.run_errors.is_empty() {
+            let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+            for (k, _) in self.run_errors {
+                *per.entry(k).or_default() += 1;
+            }
+            n.push(format!(
+                "failed runs (left out of the figures): {per:?}; first: {} {}",
+                self.run_errors[0].0, self.run_errors[0].1
+            ));
+        }
+        n
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let c = self.cfg;
+        vec![
+            (
+                "mode",
+                if c.quick {
+                    "quick (BENCH_QUICK=1)".into()
+                } else {
+                    "full".into()
+                },
+            ),
+            ("image", "docker.io/library/busybox:latest".into()),
+            (
+                "lifecycle",
+                format!(
+                    "`ctr run --rm IMAGE ID true`, {} runs per variant, interleaved",
+                    c.lifecycle_runs
+                ),
+            ),
+            (
+                "throughput",
+                format!(
+                    "{:?} workers looping `ctr run --rm`, {:?} per variant in 2 interleaved slices",
+                    c.workers, c.throughput_time
+                ),
+            ),
+            (
+                "memory",
+                format!(
+                    "{:?} containers `ctr run -d IMAGE ID sleep 1000`, sampled {:?} after the last start; RSS and PSS of their shims from smaps_rollup, divided by the containers",
+                    c.memory_counts,
+                    super::memory::SETTLE,
+                ),
+            ),
+            (
+                "variants",
+                self.variants
+                    .iter()
+                    .map(|v| match v.executor {
+                        Some(e) => format!("{} = {} executor={e}", v.key, v.runtime),
+                        None => format!("{} = {}", v.key, v.runtime),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        ]
+    }
+
+    pub fn text(&self) -> String {
+        let m = self.machine;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\nbarge bench{}: {}, {} CPUs, {:.1} GiB, kernel {}, cgroups {}, {}",
+            if self.cfg.quick { " (quick)" } else { "" },
+            m.containerd,
+            m.nproc,
+            m.mem_total_mib as f64 / 1024.0,
+            m.kernel,
+            m.cgroups,
+            m.date
+        );
+        let _ = writeln!(
+            s,
+            "load average {} at start, {} at end\n",
+            m.loadavg_start, m.loadavg_end
+        );
+        s.push_str(&text_table(&self.head(), &self.body()));
+        s.push('\n');
+        for n in self.notes() {
+            let _ = writeln!(s, "- {n}");
+        }
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("# barge bench\n\n## Machine\n\n| | |\n| --- | --- |\n");
+        for (k, v) in self.machine.pairs() {
+            let _ = writeln!(s, "| {k} | {} |", md_escape(&v));
+        }
+        s.push_str("\n## Settings\n\n");
+        for (k, v) in self.settings() {
+            let _ = writeln!(s, "- {k}: {v}");
+        }
+        s.push_str("\n## Results\n\n");
+        let head = self.head();
+        let _ = writeln!(s, "| {} |", head.join(" | "));
+        let align: Vec<&str> = (0..head.len())
+            .map(|i| if i < 3 { "---" } else { "---:" })
+            .collect();
+        let _ = writeln!(s, "| {} |", align.join(" | "));
+        for row in self.body() {
+            let cells: Vec<String> = row.iter().map(|c| md_escape(c)).collect();
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
+        }
+        s.push('\n');
+        for n in self.notes() {
+            let _ = writeln!(s, "- {}", md_escape(&n));
+        }
+        s
+    }
+
+    pub fn json(&self) -> Value {
+        let sections: Vec<Value> = self
+            .sections
+            .iter()
+            .map(|s| match &s.outcome {
+                Ok(Outcome::Rows(rows)) => json!({
+                    "name": s.name,
+                    "status": "measured",
+                    "figures": rows.iter().map(|r| self.row_json(r)).collect::<Vec<_>>(),
+                }),
+                Ok(Outcome::NotImplemented(why)) => json!({
+                    "name": s.name,
+                    "status": "not implemented",
+                    "reason": why,
+                }),
+                Err(e) => json!({ "name": s.name, "status": "failed", "error": e }),
+            })
+            .collect();
+        json!({
+            "schema": 1,
+            "quick": self.cfg.quick,
+            "machine": self.machine.json(),
+            "settings": self.settings().into_iter().collect::<BTreeMap<_, _>>(),
+            "baseline": BASELINE,
+            "variants": self.variants.iter().map(|v| json!({
+                "key": v.key,
+                "label": v.label,
+                "runtime": v.runtime,
+                "executor": v.executor,
+            })).collect::<Vec<_>>(),
+            "sections": sections,
+            "failed_variants": self.failed_variants.iter()
+                .map(|(k, e)| json!({"variant": k, "error": e})).collect::<Vec<_>>(),
+            "run_errors": self.run_errors.iter()
+                .map(|(k, e)| json!({"variant": k, "error": e})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn row_json(&self, r: &Row) -> Value {
+        let ratios: BTreeMap<&str, f64> = self
+            .barge_variants()
+            .filter_map(|v| Some((v.key, r.ratio(v.key)?)))
+            .collect();
+        let target = r.target.map(|t| {
+            let met: BTreeMap<&str, bool> = self
+                .barge_variants()
+                .filter_map(|v| Some((v.key, r.target_met(v.key)?)))
+                .collect();
+            json!({ "op": r.better.op(), "ratio": t, "met": met })
+        });
+        json!({
+            "figure": r.figure,
+            "unit": r.unit,
+            "better": r.better.word(),
+            "values": r.values,
+            "ratios": ratios,
+            "target": target,
+            "detail": r.detail,
+        })
+    }
+
+    /// Writes `results.json` and `results.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let json_path = dir.join("results.json");
+        let md_path = dir.join("results.md");
+        let text = serde_json::to_string_pretty(&self.json())? + "\n";
+        std::fs::write(&json_path, text)
+            .with_context(|| format!("write {}", json_path.display()))?;
+        std::fs::write(&md_path, self.markdown())
+            .with_context(|| format!("write {}", md_path.display()))?;
+        let canon = |p: PathBuf| p.canonicalize().unwrap_or(p);
+        Ok((canon(json_path), canon(md_path)))
+    }
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// A padded table: the first three columns left-aligned, the rest right.
+fn text_table(head: &[String], body: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in body {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let w = widths[i];
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if i < 3 {
+                let _ = write!(s, "{c:<w$}");
+            } else {
+                let _ = write!(s, "{c:>w$}");
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut s = line(head);
+    let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+    s.push_str(&"-".repeat(total));
+    s.push('\n');
+    for row in body {
+        s.push_str(&line(row));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(better: Better, base: f64, barge: f64, target: f64) -> Row {
+        Row {
+            figure: "x".into(),
+            unit: "ms",
+            better,
+            decimals: 1,
+            values: [(BASELINE, base), ("barge-native", barge)].into(),
+            target: Some(target),
+            detail: Value::Null,
+        }
+    }
+
+    #[test]
+    fn ratios_and_targets() {
+        let r = row(Better::Lower, 100.0, 55.0, 0.6);
+        assert!((r.ratio("barge-native").unwrap() - 0.55).abs() < 1e-9);
+        assert_eq!(r.target_met("barge-native"), Some(true));
+        assert_eq!(r.target_text("barge-native"), "<=0.60x met");
+        assert_eq!(r.ratio("barge-oci"), None);
+        let r = row(Better::Higher, 10.0, 15.0, 1.7);
+        assert_eq!(r.target_met("barge-native"), Some(false));
+        assert_eq!(r.target_text("barge-native"), ">=1.70x missed");
+    }
+
+    #[test]
+    fn table_aligns() {
+        let t = text_table(
+            &["figure".into(), "u".into(), "b".into(), "v".into()],
+            &[vec!["a".into(), "ms".into(), "lower".into(), "1.0".into()]],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "figure  u   b        v");
+        assert_eq!(lines[2], "a       ms  lower  1.0");
+    }
+}

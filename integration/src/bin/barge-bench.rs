@@ -1,0 +1,18 @@
+//! `make bench`: speed and memory of barge side by side with
+//! containerd-shim-runc-v2, on a private containerd.
+//!
+//! Environment:
+//! - `BENCH_QUICK=1`: the short version (a few runs, 2 s per throughput
+//!   config, 1 and 5 sleeping containers).
+//! - `BENCH_CONTAINERD=1.6|1.7|2.1`: which containerd (default 1.7).
+//! - `BARGE_SHIM`: the shim under test (default
+//!   `target/release/containerd-shim-barge-v1`).
+//!
+//! Results go to the terminal and to `target/bench/results.{json,md}`.
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+fn main() -> std::process::ExitCode {
+    bench::main()
+}

@@ -1,0 +1,601 @@
+//! A private containerd: own root, state, sockets and PATH, torn down on
+//! drop (and on panic, since drop runs while unwinding).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::cmd::{poll, Cmd};
+use crate::sys;
+
+/// The shim under test: `$BARGE_SHIM`, or the workspace's release build.
+pub fn shim_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("BARGE_SHIM") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release")
+            .join(SHIM_NAME),
+    };
+    if !path.is_file() {
+        bail!(
+            "shim binary {} not found: build it with `cargo build --release -p containerd-shim-barge-v1` or set BARGE_SHIM",
+            path.display()
+        );
+    }
+    path.canonicalize()
+        .with_context(|| format!("resolve {}", path.display()))
+}
+
+pub const SHIM_NAME: &str = "containerd-shim-barge-v1";
+pub const RUNTIME: &str = "io.containerd.barge.v1";
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+pub const IMAGE_TAR: &str = "/opt/barge-test/images/busybox.tar";
+pub const IMAGE: &str = "docker.io/library/busybox:latest";
+/// Where every containerd on the machine puts shim sockets.
+pub const SOCKET_DIR: &str = "/run/containerd/s";
+
+/// The socket a shim binds for a group, as both runc-v2 and barge name it.
+pub fn shim_socket(grpc_address: &str, namespace: &str, group: &str) -> PathBuf {
+    let digest = Sha256::digest(format!("{grpc_address}/{namespace}/{group}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(SOCKET_DIR).join(hex)
+}
+
+/// Where logs of torn-down daemons are kept: `$BARGE_IT_LOG_DIR`, or
+/// `<workspace>/target/barge-it-logs`.
+pub fn log_dir() -> PathBuf {
+    std::env::var_os("BARGE_IT_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/barge-it-logs"))
+}
+
+/// Copies a daemon's log to [`log_dir`] before its directory goes away.
+pub fn save_log(path: &Path, name: &str) {
+    let dir = log_dir();
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::copy(path, dir.join(name));
+    }
+}
+
+/// The directories of one private instance.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub name: String,
+    /// `/run/barge-it/<name>`: config, sockets, state, log, bin.
+    pub run: PathBuf,
+    /// `/var/lib/barge-it/<name>`: containerd's root (content, snapshots).
+    pub lib: PathBuf,
+}
+
+impl Dirs {
+    pub fn new(name: &str) -> Dirs {
+        Dirs {
+            name: name.to_string(),
+            run: Path::new("/run/barge-it").join(name),
+            lib: Path::new("/var/lib/barge-it").join(name),
+        }
+    }
+
+    /// The containerd namespaces of this instance all start with this.
+    pub fn ns_prefix(&self) -> String {
+        format!("bit-{}-", self.name)
+    }
+
+    /// Removes what a previous, killed run of the same instance left: its
+    /// processes, mounts, runtime state, cgroups and directories.
+    pub fn clean_stale(&self) -> Result<()> {
+        let run = self.run.to_string_lossy().into_owned();
+        let lib = self.lib.to_string_lossy().into_owned();
+        let ours: Vec<u32> = sys::processes()
+            .into_iter()
+            .filter(|p| p.pid != std::process::id())
+            .filter(|p| {
+                p.argv
+                    .iter()
+                    .any(|a| mentions(a, &run) || mentions(a, &lib))
+            })
+            .map(|p| p.pid)
+            .collect();
+        if !ours.is_empty() {
+            let left = sys::kill_all(&ours, Duration::from_secs(5));
+            if !left.is_empty() {
+                bail!("stale processes of {} will not die: {left:?}", self.name);
+            }
+        }
+        self.remove_stale_sockets();
+        self.remove_runtime_leftovers(None);
+        sys::remove_tree(&self.run)?;
+        sys::remove_tree(&self.lib)?;
+        Ok(())
+    }
+
+    /// Removes the shim sockets of the bundles a previous run left (their
+    /// shims are dead by now): one per container id and grouping annotation.
+    fn remove_stale_sockets(&self) {
+        let address = self
+            .run
+            .join("containerd.sock")
+            .to_string_lossy()
+            .into_owned();
+        let tasks = self.run.join("state/io.containerd.runtime.v2.task");
+        for ns in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let ns_name = ns.file_name().to_string_lossy().into_owned();
+            for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                let id = bundle.file_name().to_string_lossy().into_owned();
+                let mut groups = vec![id];
+                let spec = std::fs::read(bundle.path().join("config.json")).unwrap_or_default();
+                if let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&spec) {
+                    for key in [
+                        "io.containerd.runc.v2.group",
+                        "io.kubernetes.cri.sandbox-id",
+                    ] {
+                        if let Some(g) = spec["annotations"][key].as_str() {
+                            groups.push(g.to_string());
+                        }
+                    }
+                }
+                for g in groups {
+                    let _ = std::fs::remove_file(shim_socket(&address, &ns_name, &g));
+                }
+            }
+        }
+    }
+
+    /// Kills container processes left in this instance's cgroups and
+    /// removes the cgroups and the runc/barge state of its namespaces.
+    /// `namespaces` restricts it to those; `None` means every namespace with
+    /// our prefix.
+    pub fn remove_runtime_leftovers(&self, namespaces: Option<&BTreeSet<String>>) {
+        let prefix = self.ns_prefix();
+        let wanted = |n: &str| match namespaces {
+            Some(set) => set.contains(n),
+            None => n.starts_with(&prefix),
+        };
+        let mut dirs = Vec::new();
+        for root in sys::cgroup_roots() {
+            if let Ok(rd) = std::fs::read_dir(&root) {
+                for e in rd.flatten() {
+                    if e.file_name().to_str().is_some_and(wanted) && e.path().is_dir() {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+        }
+        kill_cgroup_members(&dirs);
+        sys::remove_cgroups(&dirs);
+        for parent in runtime_state_parents() {
+            if let Ok(rd) = std::fs::read_dir(&parent) {
+                for e in rd.flatten() {
+                    if e.file_name().to_str().is_some_and(wanted) {
+                        let _ = sys::remove_tree(&e.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `arg` names `dir` or a path under it (`/run/x` is not under
+/// `/run/x`'s sibling `/run/xy`).
+fn mentions(arg: &str, dir: &str) -> bool {
+    arg.match_indices(dir)
+        .any(|(i, _)| matches!(arg[i + dir.len()..].chars().next(), None | Some('/')))
+}
+
+/// Directories that hold per-namespace state of OCI runtimes: runc-v2's
+/// `/run/containerd/runc` and barge's `/run/containerd/barge/<runtime>`.
+pub fn runtime_state_parents() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/run/containerd/runc")];
+    if let Ok(rd) = std::fs::read_dir("/run/containerd/barge") {
+        v.extend(rd.flatten().map(|e| e.path()));
+    }
+    v
+}
+
+/// Kills every process in these cgroup trees.
+pub fn kill_cgroup_members(dirs: &[PathBuf]) {
+    let mut pids = Vec::new();
+    for d in dirs {
+        collect_procs(d, &mut pids);
+    }
+    pids.sort();
+    pids.dedup();
+    if !pids.is_empty() {
+        sys::kill_all(&pids, Duration::from_millis(200));
+    }
+}
+
+fn collect_procs(d: &Path, out: &mut Vec<u32>) {
+    if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_procs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// A running private containerd.
+pub struct Containerd {
+    /// `1.6`, `1.7` or `2.1`.
+    pub version: String,
+    pub dirs: Dirs,
+    pub prefix: PathBuf,
+    pub state_dir: PathBuf,
+    pub root_dir: PathBuf,
+    pub sock: PathBuf,
+    pub log_path: PathBuf,
+    /// The private bin dir at the front of containerd's PATH.
+    pub bin_dir: PathBuf,
+    pub shim: PathBuf,
+    child: Mutex<Option<Child>>,
+    namespaces: Mutex<BTreeSet<String>>,
+    groups: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Containerd {
+    /// Starts containerd `version` as instance `name`.
+    pub fn start(version: &str, name: &str, shim: &Path) -> Result<Containerd> {
+        let prefix = Path::new("/opt/barge-test").join(format!("containerd-{version}"));
+        let bin = prefix.join("bin/containerd");
+        if !bin.exists() {
+            bail!(
+                "{} is missing: run integration/scripts/install.sh",
+                bin.display()
+            );
+        }
+        let dirs = Dirs::new(name);
+        dirs.clean_stale()?;
+        let state_dir = dirs.run.join("state");
+        let root_dir = dirs.lib.join("root");
+        let bin_dir = dirs.run.join("bin");
+        for d in [&dirs.run, &state_dir, &root_dir, &bin_dir] {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        std::os::unix::fs::symlink(shim, bin_dir.join(SHIM_NAME))?;
+        let sock = dirs.run.join("containerd.sock");
+        let config_version = if version.starts_with('1') { 2 } else { 3 };
+        let level = if std::env::var_os("BARGE_IT_DEBUG").is_some() {
+            "debug"
+        } else {
+            "info"
+        };
+        let config = format!(
+            "version = {config_version}\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n[grpc]\n  address = \"{}\"\n\n[ttrpc]\n  address = \"{}.ttrpc\"\n\n[debug]\n  level = \"{level}\"\n",
+            root_dir.display(),
+            state_dir.display(),
+            sock.display(),
+            sock.display(),
+        );
+        let config_path = dirs.run.join("config.toml");
+        std::fs::write(&config_path, config)?;
+        let log_path = dirs.run.join("containerd.log");
+        let cd = Containerd {
+            version: version.to_string(),
+            dirs,
+            prefix,
+            state_dir,
+            root_dir,
+            sock,
+            log_path,
+            bin_dir,
+            shim: shim.to_path_buf(),
+            child: Mutex::new(None),
+            namespaces: Mutex::default(),
+            groups: Mutex::default(),
+        };
+        cd.spawn()?;
+        Ok(cd)
+    }
+
+    /// Starts the containerd process and waits until it answers.
+    fn spawn(&self) -> Result<()> {
+        let bin = self.prefix.join("bin/containerd");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let path = format!(
+            "{}:{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.bin_dir.display(),
+            self.prefix.join("bin").display()
+        );
+        let mut command = Command::new(&bin);
+        command
+            .arg("--config")
+            .arg(self.dirs.run.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: setsid(2) is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let ctr = self.ctr_bin();
+        let ready = poll("containerd to answer", Duration::from_secs(30), || {
+            if let Some(status) = child.try_wait()? {
+                bail!("containerd exited with {status}");
+            }
+            let out = Cmd::new(&ctr)
+                .arg("-a")
+                .arg(&self.sock)
+                .arg("version")
+                .timeout(Duration::from_secs(5))
+                .run()?;
+            Ok(out.success().then_some(()))
+        });
+        *self.child.lock().unwrap() = Some(child);
+        ready.with_context(|| format!("containerd log:\n{}", self.log_tail(30)))
+    }
+
+    /// Stops containerd (SIGTERM; its shims and containers live on).
+    fn stop(&self) -> Result<()> {
+        let Some(mut child) = self.child.lock().unwrap().take() else {
+            return Ok(());
+        };
+        sys::signal(child.id(), libc::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(10);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let clean = !matches!(child.try_wait(), Ok(None));
+        let _ = child.kill();
+        let _ = child.wait();
+        if !clean {
+            bail!("containerd ignored SIGTERM for 10 s");
+        }
+        Ok(())
+    }
+
+    /// Restarts containerd with the same configuration: it must find its
+    /// running shims again.
+    pub fn restart(&self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    pub fn ctr_bin(&self) -> PathBuf {
+        self.prefix.join("bin/ctr")
+    }
+
+    /// Fails when containerd is no longer running, with its log's tail.
+    pub fn check_running(&self) -> Result<()> {
+        let pid = self
+            .child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|c| c.id())
+            .unwrap_or(0);
+        if !sys::alive(pid) {
+            bail!(
+                "containerd {} is not running; log:\n{}",
+                self.dirs.name,
+                self.log_tail(20)
+            );
+        }
+        Ok(())
+    }
+
+    /// containerd's gRPC address, as it hands it to shims in `-address`.
+    pub fn address(&self) -> String {
+        self.sock.to_string_lossy().into_owned()
+    }
+
+    /// A namespace name of this instance (registered for teardown).
+    pub fn namespace(&self, suffix: &str) -> String {
+        let ns = format!("{}{suffix}", self.dirs.ns_prefix());
+        self.namespaces.lock().unwrap().insert(ns.clone());
+        ns
+    }
+
+    /// Remembers a shim group, so that its socket is removed at teardown.
+    pub fn note_group(&self, ns: &str, group: &str) {
+        self.groups
+            .lock()
+            .unwrap()
+            .insert((ns.to_string(), group.to_string()));
+    }
+
+    /// `ctr -a <sock> -n <ns>`.
+    pub fn ctr(&self, ns: &str) -> Cmd {
+        Cmd::new(self.ctr_bin())
+            .arg("-a")
+            .arg(&self.sock)
+            .arg("-n")
+            .arg(ns)
+    }
+
+    pub fn import_image(&self, ns: &str) -> Result<()> {
+        self.ctr(ns)
+            .args(["image", "import", IMAGE_TAR])
+            .timeout(Duration::from_secs(180))
+            .ok()
+            .map(|_| ())
+    }
+
+    /// Live shim processes (any runtime) that serve this containerd.
+    pub fn shims(&self) -> Vec<sys::Proc> {
+        let address = self.address();
+        sys::processes()
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+            .filter(|p| p.name().starts_with("containerd-shim-"))
+            .filter(|p| p.has_flag("-address", &address))
+            .collect()
+    }
+
+    /// The task and container ids left in a namespace.
+    pub fn leftovers(&self, ns: &str) -> Result<(Vec<String>, Vec<String>)> {
+        let ids = |what: &str| -> Result<Vec<String>> {
+            let out = self.ctr(ns).args([what, "ls", "-q"]).ok()?;
+            Ok(out
+                .stdout
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect())
+        };
+        Ok((ids("tasks")?, ids("containers")?))
+    }
+
+    /// Best-effort removal of every task and container in a namespace.
+    pub fn force_clean_namespace(&self, ns: &str) {
+        let short = Duration::from_secs(15);
+        let Ok((tasks, containers)) = self.leftovers(ns) else {
+            return;
+        };
+        for t in &tasks {
+            let _ = self
+                .ctr(ns)
+                .args(["tasks", "kill", "-a", "-s", "SIGKILL", t])
+                .timeout(short)
+                .run();
+        }
+        for t in &tasks {
+            let _ = self
+                .ctr(ns)
+                .args(["tasks", "rm", "-f", t])
+                .timeout(short)
+                .run();
+        }
+        for c in &containers {
+            let _ = self
+                .ctr(ns)
+                .args(["containers", "rm", c])
+                .timeout(short)
+                .run();
+        }
+    }
+
+    /// The bundle directory containerd makes for a task.
+    pub fn bundle(&self, ns: &str, id: &str) -> PathBuf {
+        self.state_dir
+            .join("io.containerd.runtime.v2.task")
+            .join(ns)
+            .join(id)
+    }
+
+    /// containerd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Lines of containerd's log that came from a barge shim.
+    pub fn shim_log_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("runtime=io.containerd.barge.v1"))
+            .map(String::from)
+            .collect()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        let namespaces: BTreeSet<String> = self.namespaces.lock().unwrap().clone();
+        let mut problems = Vec::new();
+        let running = self
+            .child
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if running {
+            for ns in &namespaces {
+                self.force_clean_namespace(ns);
+            }
+        }
+        if let Err(e) = self.stop() {
+            problems.push(format!("{e:#}"));
+        }
+        let shims: Vec<u32> = self.shims().iter().map(|p| p.pid).collect();
+        if !shims.is_empty() {
+            problems.push(format!("shims still running at teardown: {shims:?}"));
+            sys::kill_all(&shims, Duration::from_secs(2));
+        }
+        self.dirs.remove_runtime_leftovers(Some(&namespaces));
+        save_log(
+            &self.log_path,
+            &format!("{}-containerd.log", self.dirs.name),
+        );
+        let address = self.address();
+        for (ns, group) in self.groups.lock().unwrap().iter() {
+            let _ = std::fs::remove_file(shim_socket(&address, ns, group));
+        }
+        for d in [&self.dirs.run, &self.dirs.lib] {
+            if let Err(e) = sys::remove_tree(d) {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", problems.join("; "))
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "teardown of containerd {}: {e:#}",
+                self.dirs.name
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_is_per_component() {
+        assert!(mentions(
+            "--config=/run/barge-it/d26/x",
+            "/run/barge-it/d26"
+        ));
+        assert!(mentions("/run/barge-it/d26", "/run/barge-it/d26"));
+        assert!(!mentions(
+            "/run/barge-it/d26c/config.toml",
+            "/run/barge-it/d26"
+        ));
+        assert!(mentions(
+            "unix:///run/barge-it/d26/docker.sock",
+            "/run/barge-it/d26"
+        ));
+    }
+
+    #[test]
+    fn shim_socket_is_sha256_of_address_namespace_group() {
+        let s = shim_socket("/run/c.sock", "ns", "g");
+        assert_eq!(s.parent(), Some(Path::new(SOCKET_DIR)));
+        assert_eq!(s.file_name().unwrap().len(), 64);
+        assert_ne!(s, shim_socket("/run/c.sock", "ns", "h"));
+    }
+}
