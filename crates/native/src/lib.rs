@@ -37,7 +37,7 @@ impl Native {
     pub fn new() -> Native {
         Native {
             name: "native",
-            workload: libcontainer::workload::default::get_executor,
+            workload: || Box::new(Exec),
             accepts: |k| matches!(k, Kind::Elf | Kind::Script),
         }
     }
@@ -196,6 +196,42 @@ fn read_oom_score_adj() -> Option<String> {
 fn restore_oom_score_adj(value: Option<String>) {
     if let Some(v) = value {
         let _ = std::fs::write("/proc/self/oom_score_adj", v.trim());
+    }
+}
+
+/// The workload of a Linux container: exec the entrypoint.
+///
+/// libcontainer's default workload also insists on a PATH in the spec's env,
+/// which runc does not: a spec may name `/bin/echo` with no env at all. The
+/// shim has already found the entrypoint in the rootfs (`Executor::fits`),
+/// so all that is left is the exec itself, which searches PATH or libc's
+/// default path as runc does.
+#[derive(Clone)]
+struct Exec;
+
+impl Workload for Exec {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
+        let has_args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .is_some_and(|a| !a.is_empty());
+        if has_args {
+            Ok(())
+        } else {
+            Err(
+                libcontainer::workload::ExecutorValidationError::ArgValidationError(
+                    "the OCI spec's process has no args".into(),
+                ),
+            )
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageDyn;
@@ -31,6 +31,7 @@ pub enum Event {
     Start(TaskStart),
     Exit(TaskExit),
     Delete(TaskDelete),
+    Oom(TaskOOM),
 }
 
 impl Event {
@@ -40,6 +41,7 @@ impl Event {
             Event::Start(_) => topics::TASK_START_EVENT_TOPIC,
             Event::Exit(_) => topics::TASK_EXIT_EVENT_TOPIC,
             Event::Delete(_) => topics::TASK_DELETE_EVENT_TOPIC,
+            Event::Oom(_) => topics::TASK_OOM_EVENT_TOPIC,
         }
     }
 
@@ -49,6 +51,7 @@ impl Event {
             Event::Start(e) => e,
             Event::Exit(e) => e,
             Event::Delete(e) => e,
+            Event::Oom(e) => e,
         }
     }
 }

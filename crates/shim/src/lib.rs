@@ -12,6 +12,7 @@ mod events;
 mod idle;
 mod logger;
 mod mount;
+mod oom;
 mod options;
 mod process;
 mod server;
@@ -27,6 +28,16 @@ use barge_executor::Executors;
 
 pub use args::{Action, Flags};
 pub use error::{Error, Result};
+
+/// Stops a task of the event loop when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The shim's entry point: parses the command line and runs the action.
 /// `executors` is called only by the actions that need them.

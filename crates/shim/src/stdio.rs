@@ -1,25 +1,50 @@
 //! The container's stdio, as containerd names it in Create: fifo paths,
 //! `file://` URIs, or nothing.
 //!
-//! The container gets the fifos themselves, with no copying through the shim.
-//! The shim keeps one extra end of each fifo until the process exits: a reader
-//! on stdout and stderr, so that the container never takes SIGPIPE when the
-//! client goes away, and a writer on stdin, so that the container does not
-//! read end-of-file before containerd's writer has opened the fifo.
+//! stdout and stderr: the container gets the fifos themselves, with no
+//! copying through the shim. The shim keeps a reader on each until the
+//! process exits, so that the container never takes SIGPIPE when the client
+//! goes away.
+//!
+//! stdin is copied from the fifo into a pipe. A fifo read before containerd's
+//! writer has opened it would give end-of-file at once, and a writer kept by
+//! the shim would hide the real end-of-file when the client closes stdin.
+//! The copy waits for the fifo to become readable, which happens only once a
+//! writer has come, and closes the pipe at the writer's end-of-file or at
+//! CloseIO.
 
 use std::fs::OpenOptions;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use barge_executor::Stdio;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::AbortOnDrop;
 
 /// The ends of the fifos the shim keeps while the process lives.
 #[derive(Debug, Default)]
 pub struct Held {
-    pub stdin: Option<OwnedFd>,
+    pub stdin: Option<StdinCopy>,
     pub outputs: Vec<OwnedFd>,
+}
+
+/// The running copy of stdin. Dropping it stops the copy.
+#[derive(Debug)]
+pub struct StdinCopy {
+    close: Option<oneshot::Sender<()>>,
+    _task: AbortOnDrop,
+}
+
+impl StdinCopy {
+    /// CloseIO: copy what the fifo holds now, then close the container's stdin.
+    pub fn close(&mut self) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
+        }
+    }
 }
 
 /// Opens the three streams of a process.
@@ -33,8 +58,8 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(
     let stdin = match stdin {
         "" => None,
         path => {
-            let (container, keeper) = open_input(path)?;
-            held.stdin = Some(keeper);
+            let (container, copy) = open_input(path)?;
+            held.stdin = Some(copy);
             Some(container)
         }
     };
@@ -50,20 +75,43 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(
     ))
 }
 
-fn open_input(path: &str) -> Result<(OwnedFd, OwnedFd)> {
+fn open_input(path: &str) -> Result<(OwnedFd, StdinCopy)> {
+    use tokio::net::unix::pipe;
     let path = strip_fifo_scheme(path)?;
-    let reader = OpenOptions::new()
+    let fifo = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(Error::io(format!("open stdin fifo {path}")))?;
-    let keeper = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(Error::io(format!("open stdin fifo {path} for writing")))?;
-    clear_nonblock(&reader)?;
-    Ok((reader.into(), keeper.into()))
+    let (container, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut from = pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin fifo"))?;
+    let mut to = pipe::Sender::from_owned_fd(writer).map_err(Error::io("stdin pipe"))?;
+    let (close, mut closed) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            r = tokio::io::copy(&mut from, &mut to) => {
+                if let Err(e) = r {
+                    log::debug!("stdin copy ended: {e}");
+                }
+            }
+            _ = &mut closed => {
+                // Drain what the client wrote before it asked to close.
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = from.try_read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Ok((
+        container,
+        StdinCopy {
+            close: Some(close),
+            _task: AbortOnDrop(task.abort_handle()),
+        },
+    ))
 }
 
 fn open_output(uri: &str, held: &mut Held) -> Result<Option<OwnedFd>> {
@@ -108,20 +156,20 @@ fn strip_fifo_scheme(uri: &str) -> Result<&str> {
     Ok(uri)
 }
 
-fn clear_nonblock(file: &std::fs::File) -> Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_truncate(fcntl(file.as_raw_fd(), FcntlArg::F_GETFL)?);
-    fcntl(
-        file.as_raw_fd(),
-        FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK),
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    fn clear_nonblock(file: &std::fs::File) -> Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_truncate(fcntl(file.as_raw_fd(), FcntlArg::F_GETFL)?);
+        fcntl(
+            file.as_raw_fd(),
+            FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK),
+        )?;
+        Ok(())
+    }
 
     fn mkfifo(dir: &std::path::Path, name: &str) -> String {
         let p = dir.join(name);
@@ -149,23 +197,43 @@ mod tests {
         assert_eq!(s, "hello\n");
     }
 
-    #[test]
-    fn stdin_stays_open_until_the_keeper_closes() {
+    fn read_all(fd: OwnedFd) -> String {
+        let mut s = String::new();
+        std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stdin_waits_for_the_writer_and_ends_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let inp = mkfifo(dir.path(), "in");
-        let (stdio, held) = open(&inp, "", "", false).unwrap();
+        let (stdio, _held) = open(&inp, "", "", false).unwrap();
+        // No writer yet: the copy must not take that for end-of-file.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let mut writer = OpenOptions::new().write(true).open(&inp).unwrap();
         writer.write_all(b"data").unwrap();
         drop(writer);
-        drop(held.stdin);
-        let mut r = std::fs::File::from(stdio.stdin.unwrap());
-        let mut s = String::new();
-        r.read_to_string(&mut s).unwrap();
-        assert_eq!(s, "data");
+        let reader = tokio::task::spawn_blocking(move || read_all(stdio.stdin.unwrap()));
+        assert_eq!(reader.await.unwrap(), "data");
     }
 
-    #[test]
-    fn file_uri_and_bad_schemes() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn close_io_delivers_what_was_written_then_end_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let inp = mkfifo(dir.path(), "in");
+        let (stdio, mut held) = open(&inp, "", "", false).unwrap();
+        // The client keeps its writer open and sends CloseIO instead.
+        let mut writer = OpenOptions::new().write(true).open(&inp).unwrap();
+        writer.write_all(b"abc").unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        held.stdin.as_mut().unwrap().close();
+        let reader = tokio::task::spawn_blocking(move || read_all(stdio.stdin.unwrap()));
+        assert_eq!(reader.await.unwrap(), "abc");
+        drop(writer);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn file_uri_and_bad_schemes() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("sub/out.log");
         let (stdio, _) = open("", &format!("file://{}", log.display()), "", false).unwrap();

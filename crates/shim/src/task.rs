@@ -11,7 +11,9 @@ use containerd_shim_protos::api::{
     DeleteRequest, DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest,
     StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
@@ -23,7 +25,7 @@ use ttrpc::r#async::TtrpcContext;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Event, Publisher};
 use crate::process::{Exit, Unclaimed};
-use crate::{mount, options, spec, state, stdio};
+use crate::{mount, options, spec, state, stdio, AbortOnDrop};
 
 /// One container of this shim.
 struct Entry {
@@ -37,6 +39,8 @@ struct Entry {
     io: TaskIO,
     rootfs: Option<PathBuf>,
     own_pid_namespace: bool,
+    /// The OOM watch; dropping the entry stops it.
+    _oom: AbortOnDrop,
 }
 
 impl Entry {
@@ -180,6 +184,20 @@ impl Service {
             terminal: req.terminal,
             ..Default::default()
         };
+        // Watch for OOM kills from now on, while the init is still waiting.
+        let oom = {
+            let publisher = self.publisher.clone();
+            let id = req.id.clone();
+            tokio::spawn(async move {
+                crate::oom::watch(pid, || {
+                    publisher.publish(Event::Oom(TaskOOM {
+                        container_id: id.clone(),
+                        ..Default::default()
+                    }))
+                })
+                .await
+            })
+        };
         let mut entry = Entry {
             bundle: bundle.clone(),
             container,
@@ -191,6 +209,7 @@ impl Service {
             io: io.clone(),
             rootfs,
             own_pid_namespace: spec::has_own_pid_namespace(&spec),
+            _oom: AbortOnDrop(oom.abort_handle()),
         };
         self.publisher.publish(Event::Create(TaskCreate {
             container_id: req.id.clone(),
@@ -347,7 +366,9 @@ impl Service {
         let mut state = self.state();
         let entry = find(&mut state, &req.id)?;
         if req.stdin {
-            entry.held.stdin = None;
+            if let Some(stdin) = entry.held.stdin.as_mut() {
+                stdin.close();
+            }
         }
         Ok(())
     }
