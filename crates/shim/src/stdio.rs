@@ -160,6 +160,7 @@ fn strip_fifo_scheme(uri: &str) -> Result<&str> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
 
     fn clear_nonblock(file: &std::fs::File) -> Result<()> {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
