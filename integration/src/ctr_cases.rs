@@ -96,6 +96,32 @@ const SIMPLE: &[Simple] = &[
         stdout: "writable\n",
         code: 0,
     },
+    // Capabilities, seccomp, no_new_privs, masked and read-only paths, as
+    // ctr's default spec sets them.
+    Simple {
+        name: "security-defaults",
+        flags: &["--seccomp"],
+        args: &[
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+             if touch /proc/sys/kernel/probe 2>/dev/null; then echo rw; else echo ro; fi; \
+             ls /sys/firmware | wc -l",
+        ],
+        stdout: "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\nro\n0\n",
+        code: 0,
+    },
+    Simple {
+        name: "cap-add-new-privs",
+        flags: &["--cap-add", "CAP_SYS_ADMIN", "--allow-new-privs"],
+        args: &[
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+        ],
+        stdout: "CapEff:\t00000000a82425fb\nNoNewPrivs:\t0\nSeccomp:\t0\n",
+        code: 0,
+    },
     Simple {
         name: "stdout-and-stderr",
         flags: &[],
@@ -206,9 +232,9 @@ fn stdin(ctx: &CtrCtx) -> Result<()> {
         .stdin(data)
         .timeout(Duration::from_secs(15))
         .run()?;
-    let rid = ctx.id("runc");
-    let runc = ctx.run(&rid).runc().rm().args(["cat"]).stdin(data).run()?;
-    expect(&runc, data, 0).context("runc-v2 (reference)")?;
+    // No runc-v2 reference here: when ctr closes stdin before runc-v2's copy
+    // has opened the fifo, runc-v2 never sees end-of-file and `cat` hangs
+    // (seen in this suite, on every containerd version).
     expect(&barge, data, 0).context("barge")
 }
 
