@@ -260,12 +260,11 @@ fn legacy_start_prints_a_bare_address_and_groups_share_a_shim() {
     assert_ne!(p1.shim_pid, p3.shim_pid);
 }
 
-#[test]
-fn delete_action_answers_a_delete_response() {
-    let b = Bundle::new("");
+/// Runs the `delete` action for `id` in the bundle; returns its stdout.
+fn run_delete(bundle: &Bundle, id: &str) -> Vec<u8> {
     let out = Command::new(SHIM)
-        .args(["-namespace", "barge-test", "-id", "gone", "-bundle"])
-        .arg(b.path())
+        .args(["-namespace", "barge-test", "-id", id, "-bundle"])
+        .arg(bundle.path())
         .args(["-address", "/nonexistent.sock", "delete"])
         .stdin(Stdio::null())
         .output()
@@ -275,7 +274,13 @@ fn delete_action_answers_a_delete_response() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let resp = DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    out.stdout
+}
+
+#[test]
+fn delete_action_answers_a_delete_response() {
+    let b = Bundle::new("");
+    let resp = DeleteResponse::parse_from_bytes(&run_delete(&b, "gone")).unwrap();
     assert_eq!(resp.exit_status, 137);
     assert!(resp.exited_at.seconds > 0);
 }
@@ -311,16 +316,6 @@ fn delete_after_a_crash_removes_the_dead_socket() {
     .unwrap();
     assert!(wait_gone(pid));
     assert!(socket.exists(), "a killed shim leaves its socket");
-    let out = Command::new(SHIM)
-        .args(["-namespace", "barge-test", "-id", "crash", "-bundle"])
-        .arg(b.path())
-        .arg("delete")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_delete(&b, "crash");
     assert!(!socket.exists(), "delete removes the dead shim's socket");
 }
