@@ -107,6 +107,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_parses() {
+        let o = Options::from_toml(include_str!("../../../examples/runtime-options/barge.toml"))
+            .unwrap();
+        assert_eq!(
+            (o.executor, o.runtime.as_str()),
+            (ExecutorChoice::OciBinary, "runc")
+        );
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = Options::from_toml("runtim = \"crun\"")
             .unwrap_err()
