@@ -65,6 +65,58 @@ pub fn save_log(path: &Path, name: &str) {
 }
 
 /// The directories of one private instance.
+/// The install prefix `/opt/barge-test/<package>`, checked to hold `bin/<binary>`.
+pub fn installed(package: &str, binary: &str) -> Result<PathBuf> {
+    let prefix = Path::new("/opt/barge-test").join(package);
+    let bin = prefix.join("bin").join(binary);
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run integration/scripts/install.sh",
+            bin.display()
+        );
+    }
+    Ok(prefix)
+}
+
+/// Creates each directory with its parents.
+pub fn create_dirs(dirs: &[&Path]) -> Result<()> {
+    for d in dirs {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes what a case left behind in `ns`: tasks and containers, shims,
+/// cgroups with their processes, mounts, directories and shim sockets.
+pub fn remove_leftovers(
+    cd: &Containerd,
+    ns: &str,
+    cgroups: &[PathBuf],
+    mounts: &[PathBuf],
+    dirs: &[PathBuf],
+    sockets: &[PathBuf],
+) {
+    cd.force_clean_namespace(ns);
+    let pids: Vec<u32> = cd
+        .shims()
+        .iter()
+        .filter(|p| p.has_flag("-namespace", ns))
+        .map(|p| p.pid)
+        .collect();
+    crate::sys::kill_all(&pids, std::time::Duration::from_secs(1));
+    kill_cgroup_members(cgroups);
+    crate::sys::remove_cgroups(cgroups);
+    for m in mounts {
+        crate::sys::unmount_under(m);
+    }
+    for d in dirs {
+        let _ = crate::sys::remove_tree(d);
+    }
+    for s in sockets {
+        let _ = std::fs::remove_file(s);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Dirs {
     pub name: String,
@@ -246,22 +298,13 @@ pub struct Containerd {
 impl Containerd {
     /// Starts containerd `version` as instance `name`.
     pub fn start(version: &str, name: &str, shim: &Path) -> Result<Containerd> {
-        let prefix = Path::new("/opt/barge-test").join(format!("containerd-{version}"));
-        let bin = prefix.join("bin/containerd");
-        if !bin.exists() {
-            bail!(
-                "{} is missing: run integration/scripts/install.sh",
-                bin.display()
-            );
-        }
+        let prefix = installed(&format!("containerd-{version}"), "containerd")?;
         let dirs = Dirs::new(name);
         dirs.clean_stale()?;
         let state_dir = dirs.run.join("state");
         let root_dir = dirs.lib.join("root");
         let bin_dir = dirs.run.join("bin");
-        for d in [&dirs.run, &state_dir, &root_dir, &bin_dir] {
-            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-        }
+        create_dirs(&[&dirs.run, &state_dir, &root_dir, &bin_dir])?;
         std::os::unix::fs::symlink(shim, bin_dir.join(SHIM_NAME))?;
         let sock = dirs.run.join("containerd.sock");
         let config_version = if version.starts_with('1') { 2 } else { 3 };

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::cmd::{poll, Cmd, Output};
 use crate::containerd::{
-    runtime_state_parents, shim_socket, Containerd, IMAGE, IMAGE_TAR, RUNC_RUNTIME, RUNTIME,
+    remove_leftovers, runtime_state_parents, shim_socket, Containerd, IMAGE, IMAGE_TAR,
+    RUNC_RUNTIME, RUNTIME,
 };
 use crate::sys;
 
@@ -519,20 +520,7 @@ impl<'a> CtrCtx<'a> {
             return Ok(());
         }
         // Clean up, so that one case's leak does not fail the next.
-        self.cd.force_clean_namespace(&self.ns);
-        let pids: Vec<u32> = self.shims().iter().map(|p| p.pid).collect();
-        sys::kill_all(&pids, Duration::from_secs(1));
-        crate::containerd::kill_cgroup_members(&cgroups);
-        sys::remove_cgroups(&cgroups);
-        for m in &mounts {
-            sys::unmount_under(m);
-        }
-        for d in &state_dirs {
-            let _ = sys::remove_tree(d);
-        }
-        for s in &sockets {
-            let _ = std::fs::remove_file(s);
-        }
+        remove_leftovers(self.cd, &self.ns, &cgroups, &mounts, &state_dirs, &sockets);
         for d in &fifos {
             let _ = std::fs::remove_dir_all(d);
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{poll, Cmd};
-use crate::containerd::{save_log, Containerd, Dirs, IMAGE_TAR, SHIM_NAME};
+use crate::containerd::{create_dirs, installed, save_log, Containerd, Dirs, IMAGE_TAR, SHIM_NAME};
 use crate::sys;
 
 /// The daemon.json runtime with an absolute runtimeType outside PATH.
@@ -43,23 +43,15 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts dockerd `version` (26 or 28) as instance `name` on `containerd`.
     pub fn start(version: &str, name: &str, containerd: Containerd) -> Result<Dockerd> {
-        let prefix = Path::new("/opt/barge-test").join(format!("docker-{version}"));
+        let prefix = installed(&format!("docker-{version}"), "dockerd")?;
         let bin = prefix.join("bin/dockerd");
-        if !bin.exists() {
-            bail!(
-                "{} is missing: run integration/scripts/install.sh",
-                bin.display()
-            );
-        }
         let dirs = Dirs::new(name);
         dirs.clean_stale()?;
         let data_root = dirs.run.join("data");
         let exec_root = dirs.run.join("exec");
         let docker_config = dirs.run.join("cfg");
         let offpath = dirs.run.join("offpath");
-        for d in [&dirs.run, &data_root, &exec_root, &docker_config, &offpath] {
-            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-        }
+        create_dirs(&[&dirs.run, &data_root, &exec_root, &docker_config, &offpath])?;
         let offpath_shim = offpath.join(SHIM_NAME);
         std::os::unix::fs::symlink(&containerd.shim, &offpath_shim)?;
         let oci_toml = dirs.run.join("barge-oci.toml");

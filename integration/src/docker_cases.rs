@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::cmd::{poll, Cmd, Output};
-use crate::containerd::{runtime_state_parents, shim_socket, RUNTIME};
+use crate::containerd::{remove_leftovers, runtime_state_parents, shim_socket, RUNTIME};
 use crate::ctr::Executor;
 use crate::docker::{Dockerd, RUNTIME_ABS, RUNTIME_OCI};
 use crate::sys;
@@ -242,20 +242,7 @@ impl<'a> DockerCtx<'a> {
             return Ok(());
         }
         self.d.force_clean();
-        cd.force_clean_namespace(ns);
-        let pids: Vec<u32> = cd.shims().iter().map(|p| p.pid).collect();
-        sys::kill_all(&pids, Duration::from_secs(1));
-        crate::containerd::kill_cgroup_members(&cgroups);
-        sys::remove_cgroups(&cgroups);
-        for m in &mounts {
-            sys::unmount_under(m);
-        }
-        for d in &dirs {
-            let _ = sys::remove_tree(d);
-        }
-        for s in &sockets {
-            let _ = std::fs::remove_file(s);
-        }
+        remove_leftovers(cd, ns, &cgroups, &mounts, &dirs, &sockets);
         bail!("{}", leaks.join(", "))
     }
 }
