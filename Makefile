@@ -3,14 +3,14 @@ SHIM      := target/release/containerd-shim-barge-v1
 PREFIX    ?= /usr/local
 CARGO     ?= cargo
 
-.PHONY: run test bench deps build install lint unit integration demo-stop clean
+.PHONY: run test bench deps build install lint unit integration demo-stop clean wasm-fixtures
 
 ## run: install what is needed, build, install the shim, run a container through it
 run: deps install
 	integration/scripts/demo.sh
 
 ## test: every test (unit, protocol, integration against real containerd and Docker)
-test: deps build lint
+test: deps build lint wasm-fixtures
 	$(CARGO) test --release --workspace --exclude barge-integration
 	$(CARGO) test --release -p barge-integration
 
@@ -25,6 +25,12 @@ deps:
 
 build:
 	$(CARGO) build --release -p containerd-shim-barge-v1
+
+## wasm-fixtures: the Wasm test programs (from examples/wasm's WAT sources) and
+##                their images, in target/wasm/{fixtures,images}
+wasm-fixtures:
+	$(CARGO) run --release -q -p barge-wasm-fixtures -- target/wasm/fixtures
+	examples/wasm/build-images.sh target/wasm/fixtures target/wasm/images
 
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-barge-v1

@@ -21,6 +21,8 @@ use crate::sys;
 pub enum Executor {
     Native,
     OciBinary,
+    /// The Wasm pass: Wasm guests, chosen automatically.
+    Wasm,
 }
 
 impl Executor {
@@ -28,7 +30,10 @@ impl Executor {
         match s {
             "native" => Ok(Executor::Native),
             "oci-binary" => Ok(Executor::OciBinary),
-            other => bail!("unknown executor {other:?} in BARGE_IT_EXECUTORS (native, oci-binary)"),
+            "wasm" => Ok(Executor::Wasm),
+            other => {
+                bail!("unknown executor {other:?} in BARGE_IT_EXECUTORS (native, oci-binary, wasm)")
+            }
         }
     }
 
@@ -36,12 +41,20 @@ impl Executor {
         match self {
             Executor::Native => "native",
             Executor::OciBinary => "oci-binary",
+            Executor::Wasm => "wasm",
         }
     }
 
-    /// The TOML that selects this executor.
-    pub fn toml(self) -> String {
-        format!("executor = \"{}\"\n", self.name())
+    /// The TOML that selects this executor. The Wasm pass leaves the choice
+    /// to barge and keeps its compile cache in `work`.
+    pub fn toml(self, work: &Path) -> String {
+        match self {
+            Executor::Wasm => format!(
+                "[wasm]\ncache_dir = \"{}\"\n",
+                work.join("wasm-cache").display()
+            ),
+            _ => format!("executor = \"{}\"\n", self.name()),
+        }
     }
 }
 
@@ -71,7 +84,7 @@ pub struct Run<'a> {
 }
 
 enum Source {
-    Image,
+    Image(String),
     RootfsDir(PathBuf),
     Spec(PathBuf),
 }
@@ -106,6 +119,12 @@ impl<'a> Run<'a> {
 
     pub fn options(mut self, o: RuntimeOptions) -> Self {
         self.options = o;
+        self
+    }
+
+    /// Another image than busybox.
+    pub fn image(mut self, name: &str) -> Self {
+        self.source = Source::Image(name.to_string());
         self
     }
 
@@ -146,7 +165,7 @@ impl<'a> Run<'a> {
         }
         c = c.args(&self.flags);
         c = match &self.source {
-            Source::Image => c.arg(IMAGE).arg(&self.id),
+            Source::Image(image) => c.arg(image).arg(&self.id),
             Source::RootfsDir(d) => c.arg("--rootfs").arg(d).arg(&self.id),
             Source::Spec(p) => c.arg("--config").arg(p).arg(&self.id),
         };
@@ -235,7 +254,7 @@ impl<'a> CtrCtx<'a> {
             unpack_image(&rootfs, &cd.dirs.run.join("busybox-blobs"))?;
         }
         let executor_toml = work.join("executor.toml");
-        std::fs::write(&executor_toml, executor.toml())?;
+        std::fs::write(&executor_toml, executor.toml(&work))?;
         Ok(CtrCtx {
             cd,
             executor,
@@ -293,7 +312,7 @@ impl<'a> CtrCtx<'a> {
             flags: Vec::new(),
             runtime: RUNTIME,
             options: RuntimeOptions::Executor,
-            source: Source::Image,
+            source: Source::Image(IMAGE.to_string()),
             args: Vec::new(),
             stdin: None,
             timeout: Duration::from_secs(30),

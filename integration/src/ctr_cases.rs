@@ -131,7 +131,7 @@ const SIMPLE: &[Simple] = &[
     },
 ];
 
-fn expect(out: &Output, stdout: &str, code: i32) -> Result<()> {
+pub fn expect(out: &Output, stdout: &str, code: i32) -> Result<()> {
     ensure!(
         out.code() == code && out.stdout == stdout,
         "expected exit {code} and stdout {stdout:?}, got {}",
@@ -402,7 +402,7 @@ fn executor_selected(ctx: &CtrCtx) -> Result<()> {
             exists && !native_exists,
             "{state} exists: {exists}, {native} exists: {native_exists}; expected runc's only"
         ),
-        Executor::Native => ensure!(
+        Executor::Native | Executor::Wasm => ensure!(
             !exists && native_exists,
             "{state} exists: {exists}, {native} exists: {native_exists}; expected libcontainer's only"
         ),
@@ -742,7 +742,7 @@ fn unsupported_operations(ctx: &CtrCtx) -> Result<()> {
 }
 
 /// Runs a `ctr run --rm` that must fail, with `needles` in its output.
-fn must_fail(out: Output, needles: &[&str]) -> Result<()> {
+pub fn must_fail(out: Output, needles: &[&str]) -> Result<()> {
     ensure!(!out.success(), "succeeded: {}", out.describe());
     let all = out.all();
     let missing: Vec<&&str> = needles.iter().filter(|n| !all.contains(**n)).collect();
@@ -786,7 +786,10 @@ fn invalid_id(ctx: &CtrCtx) -> Result<()> {
 
 fn bad_option_key(ctx: &CtrCtx) -> Result<()> {
     let id = ctx.id("");
-    let toml = ctx.toml("bogus.toml", &format!("{}bogus = 1\n", ctx.executor.toml()))?;
+    let toml = ctx.toml(
+        "bogus.toml",
+        &format!("{}bogus = 1\n", ctx.executor.toml(&ctx.work)),
+    )?;
     let out = ctx
         .run(&id)
         .rm()

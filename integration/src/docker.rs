@@ -41,8 +41,15 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    /// Starts dockerd `version` (26 or 28) as instance `name` on `containerd`.
-    pub fn start(version: &str, name: &str, containerd: Containerd) -> Result<Dockerd> {
+    /// Starts dockerd `version` (26 or 28) as instance `name` on `containerd`,
+    /// with containerd's image store (`containerd-snapshotter`) when
+    /// `image_store` is set.
+    pub fn start(
+        version: &str,
+        name: &str,
+        containerd: Containerd,
+        image_store: bool,
+    ) -> Result<Dockerd> {
         let prefix = installed(&format!("docker-{version}"), "dockerd")?;
         let bin = prefix.join("bin/dockerd");
         let dirs = Dirs::new(name);
@@ -64,6 +71,7 @@ impl Dockerd {
                     "options": { "ConfigPath": oci_toml },
                 },
             },
+            "features": { "containerd-snapshotter": image_store },
         });
         let config_file = dirs.run.join("daemon.json");
         std::fs::write(&config_file, serde_json::to_vec_pretty(&daemon_json)?)?;

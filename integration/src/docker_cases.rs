@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::cmd::{poll, Cmd, Output};
+use crate::cmd::{poll, Cmd};
 use crate::containerd::{remove_leftovers, runtime_state_parents, shim_socket, RUNTIME};
 use crate::ctr::Executor;
+use crate::ctr_cases::expect;
 use crate::docker::{Dockerd, RUNTIME_ABS, RUNTIME_OCI};
 use crate::sys;
 
@@ -62,7 +63,7 @@ impl<'a> DockerCtx<'a> {
     /// TOML says oci-binary.
     pub fn runtime(&self) -> &'static str {
         match self.executor {
-            Executor::Native => RUNTIME,
+            Executor::Native | Executor::Wasm => RUNTIME,
             Executor::OciBinary => RUNTIME_OCI,
         }
     }
@@ -271,15 +272,9 @@ pub fn cases() -> Vec<DockerCase> {
             run: runtime_absolute_path,
         },
     ]
-}
-
-fn expect(out: &Output, stdout: &str, code: i32) -> Result<()> {
-    ensure!(
-        out.code() == code && out.stdout == stdout,
-        "expected exit {code} and stdout {stdout:?}, got {}",
-        out.describe()
-    );
-    Ok(())
+    .into_iter()
+    .chain(crate::wasm_cases::docker_cases())
+    .collect()
 }
 
 /// `docker run --rm` under barge and under runc: both must give this.
@@ -451,7 +446,7 @@ fn executor_selected(ctx: &DockerCtx) -> Result<()> {
     let exists = Path::new(&state).exists();
     match ctx.executor {
         Executor::OciBinary => ensure!(exists, "{state} does not exist: runc was not used"),
-        Executor::Native => ensure!(!exists, "{state} exists: runc was used"),
+        Executor::Native | Executor::Wasm => ensure!(!exists, "{state} exists: runc was used"),
     }
     let wanted = format!(
         "creating container {id} with executor {}",

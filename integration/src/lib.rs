@@ -9,9 +9,11 @@
 
 pub mod cmd;
 pub mod containerd;
+pub mod containerd_api;
 pub mod ctr;
 pub mod ctr_cases;
 pub mod docker;
 pub mod docker_cases;
 pub mod runner;
 pub mod sys;
+pub mod wasm_cases;

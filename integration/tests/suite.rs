@@ -9,7 +9,7 @@
 //!
 //! Environment: `BARGE_SHIM` (the shim binary), `BARGE_IT_CONTAINERD`
 //! (`1.6,1.7,2.1`), `BARGE_IT_DOCKER` (`26,28`), `BARGE_IT_EXECUTORS`
-//! (`native,oci-binary`), `BARGE_IT_FILTER` (a substring of case names),
+//! (`native,oci-binary,wasm`), `BARGE_IT_FILTER` (a substring of case names),
 //! `BARGE_IT_DEBUG` (containerd at debug level), `BARGE_IT_LOG_DIR` (where
 //! daemon logs are kept).
 
@@ -20,7 +20,7 @@ use barge_integration::ctr::{CtrCtx, Executor};
 use barge_integration::docker::Dockerd;
 use barge_integration::docker_cases::DockerCtx;
 use barge_integration::runner::{self, env_list, Runner};
-use barge_integration::{ctr_cases, docker_cases, sys};
+use barge_integration::{ctr_cases, docker_cases, sys, wasm_cases};
 
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Held for the whole run; outside the directories that teardown removes.
@@ -51,7 +51,7 @@ fn run(r: &mut Runner) -> i32 {
             return r.finish();
         }
     };
-    let executors: Vec<Executor> = match env_list("BARGE_IT_EXECUTORS", "native,oci-binary")
+    let executors: Vec<Executor> = match env_list("BARGE_IT_EXECUTORS", "native,oci-binary,wasm")
         .iter()
         .map(|e| Executor::parse(e))
         .collect()
@@ -75,14 +75,19 @@ fn run(r: &mut Runner) -> i32 {
     };
     eprintln!("shim under test: {}", shim.display());
 
-    let ctr_cases = ctr_cases::cases();
+    let busybox_cases = ctr_cases::cases();
+    let wasm_ctr_cases = wasm_cases::ctr_cases();
+    let ctr_cases_for = |e: Executor| match e {
+        Executor::Wasm => &wasm_ctr_cases,
+        _ => &busybox_cases,
+    };
     for version in env_list("BARGE_IT_CONTAINERD", "1.6,1.7,2.1") {
         let prefix = format!("c{version}");
         let names: Vec<String> = executors
             .iter()
             .flat_map(|e| {
                 let prefix = &prefix;
-                ctr_cases
+                ctr_cases_for(*e)
                     .iter()
                     .map(move |c| format!("{prefix}/{}/{}", e.name(), c.name))
             })
@@ -100,6 +105,7 @@ fn run(r: &mut Runner) -> i32 {
         };
         for &executor in &executors {
             let pass = format!("{prefix}/{}", executor.name());
+            let ctr_cases = ctr_cases_for(executor);
             if !r.any_selected(
                 ctr_cases
                     .iter()
@@ -117,7 +123,7 @@ fn run(r: &mut Runner) -> i32 {
                     continue;
                 }
             };
-            for case in &ctr_cases {
+            for case in ctr_cases {
                 let name = format!("{pass}/{}", case.name);
                 r.run(
                     &name,
@@ -134,60 +140,83 @@ fn run(r: &mut Runner) -> i32 {
     }
 
     let docker_cases = docker_cases::cases();
+    let runs_under =
+        |c: &docker_cases::DockerCase, e: Executor| c.only.map_or(e != Executor::Wasm, |o| o == e);
     for version in env_list("BARGE_IT_DOCKER", "26,28") {
         let prefix = format!("d{version}");
-        let names: Vec<String> = executors
+        // Wasm images need containerd's image store, which changes how
+        // Docker keeps every image: the Wasm pass gets a dockerd of its own.
+        let linux: Vec<Executor> = executors
             .iter()
-            .flat_map(|e| {
-                let prefix = &prefix;
-                docker_cases
-                    .iter()
-                    .filter(move |c| c.only.is_none_or(|o| o == *e))
-                    .map(move |c| format!("{prefix}/{}/{}", e.name(), c.name))
-            })
+            .copied()
+            .filter(|e| *e != Executor::Wasm)
             .collect();
-        if !r.any_selected(names.iter().map(String::as_str)) || runner::interrupted() {
-            continue;
-        }
-        let cversion = containerd_for_docker(&version);
-        let started = Containerd::start(cversion, &format!("d{version}c"), &shim)
-            .and_then(|cd| Dockerd::start(&version, &format!("d{version}"), cd));
-        let d = match started {
-            Ok(d) => d,
-            Err(e) => {
-                r.fail(&format!("{prefix}/setup"), format!("{e:#}"));
+        let wasm: Vec<Executor> = executors
+            .iter()
+            .copied()
+            .filter(|e| *e == Executor::Wasm)
+            .collect();
+        for (passes, image_store, name) in [
+            (linux, false, format!("d{version}")),
+            (wasm, true, format!("d{version}w")),
+        ] {
+            let names: Vec<String> = passes
+                .iter()
+                .flat_map(|e| {
+                    let prefix = &prefix;
+                    docker_cases
+                        .iter()
+                        .filter(move |c| runs_under(c, *e))
+                        .map(move |c| format!("{prefix}/{}/{}", e.name(), c.name))
+                })
+                .collect();
+            if !r.any_selected(names.iter().map(String::as_str)) || runner::interrupted() {
                 continue;
             }
-        };
-        eprintln!("docker {version} on containerd {cversion}");
-        for &executor in &executors {
-            let ctx = match DockerCtx::new(&d, executor) {
-                Ok(ctx) => ctx,
+            let cversion = containerd_for_docker(&version);
+            let started = Containerd::start(cversion, &format!("{name}c"), &shim)
+                .and_then(|cd| Dockerd::start(&version, &name, cd, image_store));
+            let d = match started {
+                Ok(d) => d,
                 Err(e) => {
-                    r.fail(
-                        &format!("{prefix}/{}/setup", executor.name()),
-                        format!("{e:#}"),
-                    );
+                    r.fail(&format!("{prefix}/setup"), format!("{e:#}"));
                     continue;
                 }
             };
-            for case in docker_cases
-                .iter()
-                .filter(|c| c.only.is_none_or(|o| o == executor))
-            {
-                let name = format!("{prefix}/{}/{}", executor.name(), case.name);
-                r.run(
-                    &name,
-                    CASE_TIMEOUT,
-                    || {
-                        ctx.begin();
-                        (case.run)(&ctx)
-                    },
-                    || ctx.check_leaks(),
-                );
+            eprintln!(
+                "docker {version} on containerd {cversion}{}",
+                if image_store {
+                    " with the containerd image store"
+                } else {
+                    ""
+                }
+            );
+            for &executor in &passes {
+                let ctx = match DockerCtx::new(&d, executor) {
+                    Ok(ctx) => ctx,
+                    Err(e) => {
+                        r.fail(
+                            &format!("{prefix}/{}/setup", executor.name()),
+                            format!("{e:#}"),
+                        );
+                        continue;
+                    }
+                };
+                for case in docker_cases.iter().filter(|c| runs_under(c, executor)) {
+                    let name = format!("{prefix}/{}/{}", executor.name(), case.name);
+                    r.run(
+                        &name,
+                        CASE_TIMEOUT,
+                        || {
+                            ctx.begin();
+                            (case.run)(&ctx)
+                        },
+                        || ctx.check_leaks(),
+                    );
+                }
             }
+            drop(d);
         }
-        drop(d);
     }
     r.finish()
 }

@@ -7,6 +7,7 @@ fn main() {
     std::process::exit(barge_shim::main(|| {
         Executors::new(vec![
             Box::new(barge_native::Native::new()),
+            Box::new(barge_wasm::Wasm::new()),
             Box::new(barge_oci_binary::OciBinary::new()),
         ])
     }));

@@ -164,7 +164,16 @@ impl std::fmt::Display for Kind {
             Kind::WasmModule => write!(f, "a WebAssembly binary"),
             Kind::WasmText => write!(f, "a WebAssembly text file"),
             Kind::Unknown(b) if b.is_empty() => write!(f, "an empty file"),
-            Kind::Unknown(b) => write!(f, "a file starting with {:02x?}", b),
+            Kind::Unknown(b)
+                if b.iter()
+                    .all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace()) =>
+            {
+                write!(f, "a file starting with {:?}", String::from_utf8_lossy(b))
+            }
+            Kind::Unknown(b) => {
+                let hex: Vec<String> = b.iter().map(|c| format!("{c:02x}")).collect();
+                write!(f, "a file starting with the bytes {}", hex.join(" "))
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use oci_spec::runtime::Spec;
-pub use options::{ExecutorChoice, Options};
+pub use options::{ExecutorChoice, Options, WasmOptions, DEFAULT_WASM_CACHE_DIR};
 pub use select::Executors;
 
 /// The container's standard streams, already opened by the shim core.
@@ -34,6 +34,8 @@ pub struct CreateContext<'a> {
     pub id: &'a str,
     /// containerd's namespace; executors keep their state apart per namespace.
     pub namespace: &'a str,
+    /// containerd's gRPC address, for executors that read the image.
+    pub containerd_address: &'a str,
     /// The OCI bundle; `config.json` is in it and `rootfs` is mounted.
     pub bundle: &'a Path,
     /// The parsed `config.json`.
@@ -56,7 +58,8 @@ pub struct CleanupContext<'a> {
 pub enum Fit {
     /// The executor can run this container.
     Yes,
-    /// It can't; the reason says what it found and what it needs.
+    /// It can't; the reason says what it found (what it runs is
+    /// [`Executor::runs`]).
     No(String),
 }
 
@@ -64,6 +67,10 @@ pub enum Fit {
 pub trait Executor: Send + Sync {
     /// A short stable name, used in options, state files and logs.
     fn name(&self) -> &'static str;
+
+    /// What this executor runs, for the error when nothing fits:
+    /// "native runs ELF executables and #! scripts".
+    fn runs(&self) -> &'static str;
 
     /// Whether this executor can run the bundle's entrypoint.
     fn fits(&self, ctx: &CreateContext<'_>) -> Fit;

@@ -20,13 +20,15 @@ pub enum ExecutorChoice {
     Native,
     /// An OCI runtime binary (runc, crun, youki) driven by its command line.
     OciBinary,
+    /// wasmtime, inside the container's namespaces and cgroup.
+    Wasm,
 }
 
 /// Every option barge understands. Unknown keys are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Options {
-    /// `auto`, `native` or `oci-binary`.
+    /// `auto`, `native`, `oci-binary` or `wasm`.
     pub executor: ExecutorChoice,
     /// The OCI runtime binary for the `oci-binary` executor: a name looked
     /// up on PATH, or an absolute path.
@@ -38,6 +40,44 @@ pub struct Options {
     pub systemd_cgroup: bool,
     /// Log at debug level, as containerd's `-debug` does.
     pub debug: bool,
+    /// The Wasm executor's sandbox and cache; annotations on a container
+    /// override the sandbox settings.
+    pub wasm: WasmOptions,
+}
+
+/// The `[wasm]` table of the runtime options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmOptions {
+    /// Directories the guest may open, as `PATH`, `PATH:ro` or `PATH:rw`
+    /// inside the container. `None` preopens the container's whole rootfs
+    /// read-write; an empty list preopens nothing.
+    pub preopens: Option<Vec<String>>,
+    /// Fuel the guest may burn (about one unit per Wasm instruction);
+    /// 0 is unlimited.
+    pub fuel: u64,
+    /// Wall-clock limit on the guest, in milliseconds; 0 is unlimited.
+    pub timeout_ms: u64,
+    /// Where compiled modules are kept between starts.
+    pub cache_dir: PathBuf,
+    /// The cache's size bound, in MiB; the least recently used entries go
+    /// first. 0 turns the cache off.
+    pub cache_max_mb: u64,
+}
+
+/// The default place of the compiled-module cache.
+pub const DEFAULT_WASM_CACHE_DIR: &str = "/var/lib/barge/wasm-cache";
+
+impl Default for WasmOptions {
+    fn default() -> Self {
+        WasmOptions {
+            preopens: None,
+            fuel: 0,
+            timeout_ms: 0,
+            cache_dir: PathBuf::from(DEFAULT_WASM_CACHE_DIR),
+            cache_max_mb: 1024,
+        }
+    }
 }
 
 impl Default for Options {
@@ -48,6 +88,7 @@ impl Default for Options {
             runtime_root: None,
             systemd_cgroup: false,
             debug: false,
+            wasm: WasmOptions::default(),
         }
     }
 }
@@ -80,6 +121,12 @@ impl Options {
                 )));
             }
         }
+        if !self.wasm.cache_dir.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "barge runtime options: `wasm.cache_dir` must be an absolute path, got {}",
+                self.wasm.cache_dir.display()
+            )));
+        }
         Ok(())
     }
 }
@@ -103,6 +150,17 @@ mod tests {
         assert_eq!(o.runtime, "crun");
         assert_eq!(o.runtime_root, Some(PathBuf::from("/run/x")));
         assert!(o.debug);
+        assert_eq!(Options::from_toml(&o.to_toml()).unwrap(), o);
+        let o = Options::from_toml(
+            "executor = \"wasm\"\n[wasm]\npreopens = [\"/data:ro\"]\nfuel = 10\ntimeout_ms = 500\ncache_dir = \"/tmp/c\"\ncache_max_mb = 5\n",
+        )
+        .unwrap();
+        assert_eq!(o.executor, ExecutorChoice::Wasm);
+        assert_eq!(o.wasm.preopens, Some(vec!["/data:ro".to_string()]));
+        assert_eq!(
+            (o.wasm.fuel, o.wasm.timeout_ms, o.wasm.cache_max_mb),
+            (10, 500, 5)
+        );
         assert_eq!(Options::from_toml(&o.to_toml()).unwrap(), o);
     }
 
@@ -138,5 +196,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime"), "{err}");
+        let err = Options::from_toml("[wasm]\ncache_dir = \"c\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wasm.cache_dir"), "{err}");
+        let err = Options::from_toml("[wasm]\nfule = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `fule`"), "{err}");
     }
 }

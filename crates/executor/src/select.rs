@@ -28,6 +28,7 @@ impl Executors {
             ExecutorChoice::Auto => None,
             ExecutorChoice::Native => Some("native"),
             ExecutorChoice::OciBinary => Some("oci-binary"),
+            ExecutorChoice::Wasm => Some("wasm"),
         };
         if let Some(name) = wanted {
             let executor = self.by_name(name).ok_or_else(|| {
@@ -35,20 +36,38 @@ impl Executors {
             })?;
             return match executor.fits(ctx) {
                 Fit::Yes => Ok(executor),
-                Fit::No(why) => Err(Error::InvalidArgument(why)),
+                Fit::No(why) => Err(Error::InvalidArgument(format!(
+                    "{why}; {}",
+                    executor.runs()
+                ))),
             };
         }
         let mut reasons = Vec::new();
         for executor in self.all.iter().filter(|e| e.name() != "oci-binary") {
             match executor.fits(ctx) {
                 Fit::Yes => return Ok(executor.as_ref()),
-                Fit::No(why) => reasons.push(format!("{}: {why}", executor.name())),
+                Fit::No(why) => reasons.push((executor.as_ref(), why)),
             }
         }
+        // Usually every executor found the same thing: say it once.
+        let text = match reasons.first() {
+            Some((_, first)) if reasons.iter().all(|(_, why)| why == first) => format!(
+                "{first}. {}",
+                reasons
+                    .iter()
+                    .map(|(e, _)| e.runs())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            _ => reasons
+                .iter()
+                .map(|(e, why)| format!("{}: {why} ({})", e.name(), e.runs()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
         Err(Error::InvalidArgument(format!(
-            "no executor can run container {}: {}",
-            ctx.id,
-            reasons.join("; ")
+            "no executor can run container {}: {text}",
+            ctx.id
         )))
     }
 }

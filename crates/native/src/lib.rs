@@ -23,43 +23,17 @@ use libcontainer::workload::Executor as Workload;
 /// Where libcontainer keeps its per-container state.
 const STATE_ROOT: &str = "/run/containerd/barge/native";
 
-/// Makes containers in-process with libcontainer. The workload is what the
-/// container's init runs once the container is set up: `exec` of the
-/// entrypoint for Linux programs, or another engine (Wasm) in its place.
-pub struct Native {
-    name: &'static str,
-    workload: fn() -> Box<dyn Workload>,
-    accepts: fn(&Kind) -> bool,
-}
+/// Makes containers in-process with libcontainer, whose init execs the
+/// entrypoint: ELF binaries and `#!` scripts.
+///
+/// Other executors (Wasm) reuse the same container making through
+/// [`create_with`], with a workload that runs in the init instead of exec.
+#[derive(Default)]
+pub struct Native;
 
 impl Native {
-    /// The executor for Linux programs: ELF binaries and `#!` scripts.
     pub fn new() -> Native {
-        Native {
-            name: "native",
-            workload: || Box::new(Exec),
-            accepts: |k| matches!(k, Kind::Elf | Kind::Script),
-        }
-    }
-
-    /// An executor that runs `workload` in the container's init instead of
-    /// exec, for entrypoints that `accepts` approves.
-    pub fn with_workload(
-        name: &'static str,
-        workload: fn() -> Box<dyn Workload>,
-        accepts: fn(&Kind) -> bool,
-    ) -> Native {
-        Native {
-            name,
-            workload,
-            accepts,
-        }
-    }
-}
-
-impl Default for Native {
-    fn default() -> Self {
-        Native::new()
+        Native
     }
 }
 
@@ -112,65 +86,82 @@ fn ensure_cgroups_path(ctx: &CreateContext<'_>) -> Result<()> {
 
 impl Executor for Native {
     fn name(&self) -> &'static str {
-        self.name
+        "native"
+    }
+
+    fn runs(&self) -> &'static str {
+        "native runs ELF executables and #! scripts"
     }
 
     fn fits(&self, ctx: &CreateContext<'_>) -> Fit {
         match entrypoint::find(ctx.bundle, ctx.spec) {
-            Ok(e) if (self.accepts)(&e.kind) => Fit::Yes,
+            Ok(e) if matches!(e.kind, Kind::Elf | Kind::Script) => Fit::Yes,
             Ok(e) => Fit::No(format!("{} is {}", e.path.display(), e.kind)),
             Err(why) => Fit::No(why),
         }
     }
 
     fn create(&self, ctx: CreateContext<'_>) -> Result<Box<dyn Container>> {
-        let root = state_root(ctx.namespace)?;
-        std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
-        ensure_cgroups_path(&ctx)?;
-        let stdio = ctx.stdio;
-        let stdin = stdio.stdin.map_or_else(dev_null, Ok)?;
-        let stdout = stdio.stdout.map_or_else(dev_null, Ok)?;
-        let stderr = stdio.stderr.map_or_else(dev_null, Ok)?;
-        let builder = ContainerBuilder::new(ctx.id.to_string(), SyscallType::Linux)
-            .with_root_path(&root)
-            .map_err(runtime_error("container state root"))?
-            .with_executor(CloneWorkload((self.workload)()))
-            .with_stdin(stdin)
-            .with_stdout(stdout)
-            .with_stderr(stderr)
-            .as_init(ctx.bundle)
-            .with_systemd(ctx.options.systemd_cgroup)
-            .with_detach(true)
-            // Not a sibling: the intermediate process is our child, and the
-            // init it clones with CLONE_PARENT becomes our child too (exiting
-            // with no signal, which the core's pidfd watch covers). As a
-            // sibling, both would belong to our parent instead.
-            .as_sibling(false);
-        ensure_single_threaded("create a container")?;
-        let oom = read_oom_score_adj();
-        let built = builder.build();
-        // libcontainer writes the container's oom_score_adj into the caller.
-        restore_oom_score_adj(oom);
-        let lc = built.map_err(|e| {
-            // A failed build can leave processes, a cgroup and state behind.
-            remove_leftovers(&root.join(ctx.id));
-            Error::Runtime(format!("create container {}: {e}", ctx.id))
-        })?;
-        let pid = lc
-            .pid()
-            .ok_or_else(|| Error::Runtime(format!("container {} has no init pid", ctx.id)))?;
-        log::debug!("native container {} created, init pid {pid}", ctx.id);
-        Ok(Box::new(NativeContainer {
-            lc,
-            pid: pid.as_raw() as u32,
-            systemd: ctx.options.systemd_cgroup,
-        }))
+        create_with(ctx, Exec)
     }
 
     fn cleanup(&self, ctx: &CleanupContext<'_>) -> Result<()> {
-        remove_leftovers(&state_root(ctx.namespace)?.join(ctx.id));
-        Ok(())
+        cleanup(ctx)
     }
+}
+
+/// Creates a container whose init runs `workload` once it is started.
+pub fn create_with<W>(ctx: CreateContext<'_>, workload: W) -> Result<Box<dyn Container>>
+where
+    W: Workload + Clone + 'static,
+{
+    let root = state_root(ctx.namespace)?;
+    std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+    ensure_cgroups_path(&ctx)?;
+    let stdio = ctx.stdio;
+    let stdin = stdio.stdin.map_or_else(dev_null, Ok)?;
+    let stdout = stdio.stdout.map_or_else(dev_null, Ok)?;
+    let stderr = stdio.stderr.map_or_else(dev_null, Ok)?;
+    let builder = ContainerBuilder::new(ctx.id.to_string(), SyscallType::Linux)
+        .with_root_path(&root)
+        .map_err(runtime_error("container state root"))?
+        .with_executor(workload)
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .as_init(ctx.bundle)
+        .with_systemd(ctx.options.systemd_cgroup)
+        .with_detach(true)
+        // Not a sibling: the intermediate process is our child, and the
+        // init it clones with CLONE_PARENT becomes our child too (exiting
+        // with no signal, which the core's pidfd watch covers). As a
+        // sibling, both would belong to our parent instead.
+        .as_sibling(false);
+    ensure_single_threaded("create a container")?;
+    let oom = read_oom_score_adj();
+    let built = builder.build();
+    // libcontainer writes the container's oom_score_adj into the caller.
+    restore_oom_score_adj(oom);
+    let lc = built.map_err(|e| {
+        // A failed build can leave processes, a cgroup and state behind.
+        remove_leftovers(&root.join(ctx.id));
+        Error::Runtime(format!("create container {}: {e}", ctx.id))
+    })?;
+    let pid = lc
+        .pid()
+        .ok_or_else(|| Error::Runtime(format!("container {} has no init pid", ctx.id)))?;
+    log::debug!("native container {} created, init pid {pid}", ctx.id);
+    Ok(Box::new(NativeContainer {
+        lc,
+        pid: pid.as_raw() as u32,
+        systemd: ctx.options.systemd_cgroup,
+    }))
+}
+
+/// Removes what libcontainer left of a container whose shim died.
+pub fn cleanup(ctx: &CleanupContext<'_>) -> Result<()> {
+    remove_leftovers(&state_root(ctx.namespace)?.join(ctx.id));
+    Ok(())
 }
 
 /// Kills and deletes whatever libcontainer has in `dir`; nothing is fine.
@@ -232,35 +223,6 @@ impl Workload for Exec {
                 ),
             )
         }
-    }
-}
-
-/// A boxed workload that libcontainer can clone into the container's init.
-struct CloneWorkload(Box<dyn Workload>);
-
-impl Clone for CloneWorkload {
-    fn clone(&self) -> Self {
-        CloneWorkload(self.0.clone())
-    }
-}
-
-impl Workload for CloneWorkload {
-    fn exec(&self, spec: &Spec) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
-        self.0.exec(spec)
-    }
-
-    fn validate(
-        &self,
-        spec: &Spec,
-    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
-        self.0.validate(spec)
-    }
-
-    fn setup_envs(
-        &self,
-        envs: std::collections::HashMap<String, String>,
-    ) -> std::result::Result<(), libcontainer::workload::ExecutorSetEnvsError> {
-        self.0.setup_envs(envs)
     }
 }
 

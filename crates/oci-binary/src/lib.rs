@@ -45,6 +45,10 @@ impl Executor for OciBinary {
         "oci-binary"
     }
 
+    fn runs(&self) -> &'static str {
+        "oci-binary runs whatever its OCI runtime binary (runc, crun, youki) runs"
+    }
+
     fn fits(&self, ctx: &CreateContext<'_>) -> Fit {
         let path = std::env::var_os("PATH");
         match runtime::resolve_binary(&ctx.options.runtime, path.as_deref()) {

@@ -160,6 +160,7 @@ impl Fixture {
         CreateContext {
             id: &self.id,
             namespace: NAMESPACE,
+            containerd_address: "",
             bundle: &self.bundle,
             spec: &self.spec,
             options: &self.options,
@@ -505,6 +506,7 @@ fn missing_binary() {
         let ctx = CreateContext {
             id: "missing",
             namespace: NAMESPACE,
+            containerd_address: "",
             bundle: dir.path(),
             spec: &spec,
             options: &options,

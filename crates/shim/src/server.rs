@@ -53,6 +53,7 @@ async fn run(
         executors,
         publisher.clone(),
         flags.namespace.clone(),
+        flags.address.clone(),
         reap_now,
     ));
 

@@ -65,6 +65,8 @@ pub struct Service {
     executors: Executors,
     publisher: Publisher,
     namespace: String,
+    /// containerd's gRPC address, which executors may read images from.
+    address: String,
     pub shutdown: Arc<Notify>,
     /// Asks the reaper to collect exits now.
     reap_now: mpsc::UnboundedSender<()>,
@@ -77,6 +79,7 @@ impl Service {
         executors: Executors,
         publisher: Publisher,
         namespace: String,
+        address: String,
         reap_now: mpsc::UnboundedSender<()>,
     ) -> Service {
         Service {
@@ -86,6 +89,7 @@ impl Service {
             executors,
             publisher,
             namespace,
+            address,
             shutdown: Arc::new(Notify::new()),
         }
     }
@@ -153,6 +157,7 @@ impl Service {
             let ctx = CreateContext {
                 id: &req.id,
                 namespace: &self.namespace,
+                containerd_address: &self.address,
                 bundle: &bundle,
                 spec: &spec,
                 options: &options,
