@@ -16,7 +16,7 @@ test: deps build lint wasm-fixtures
 
 ## bench: speed and memory of barge next to containerd-shim-runc-v2 (BENCH_QUICK=1: short;
 ##        BENCH_CONTAINERD=1.6|1.7|2.1). Results in target/bench/results.{json,md}
-bench: deps build
+bench: deps build wasm-fixtures
 	$(CARGO) run --release -p barge-integration --bin barge-bench
 
 deps:

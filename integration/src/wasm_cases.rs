@@ -20,6 +20,24 @@ pub const LAYER: &str = "docker.io/barge/wasm-layer:latest";
 pub const COMPONENT_LAYER: &str = "docker.io/barge/wasm-component-layer:latest";
 pub const ARTIFACT: &str = "docker.io/barge/wasm-artifact:latest";
 pub const ARTIFACT_COMPONENT: &str = "docker.io/barge/wasm-artifact-component:latest";
+/// Images with Wasm layers: name, tar, what the guest prints.
+const LAYER_IMAGES: [(&str, &str, &str); 2] = [
+    (LAYER, "wasm-layer.tar", "hello from wasm\n"),
+    (
+        COMPONENT_LAYER,
+        "wasm-component-layer.tar",
+        "hello from a component\n",
+    ),
+];
+/// CNCF Wasm artifacts, likewise.
+const ARTIFACT_IMAGES: [(&str, &str, &str); 2] = [
+    (ARTIFACT, "wasm-artifact.tar", "hello from wasm\n"),
+    (
+        ARTIFACT_COMPONENT,
+        "wasm-artifact-component.tar",
+        "hello from a component\n",
+    ),
+];
 /// The platform Docker users name: `docker run --platform wasi/wasm32`.
 const PLATFORM: &str = "wasi/wasm32";
 /// The exit code of a trap (see crates/wasm/src/run.rs).
@@ -95,7 +113,7 @@ fn stderr_has(out: &Output, needle: &str) -> Result<()> {
 
 pub fn ctr_cases() -> Vec<CtrCase> {
     type Case = (&'static str, fn(&CtrCtx) -> Result<()>);
-    let cases: [Case; 28] = [
+    let cases: [Case; 29] = [
         ("module-hello", module_hello),
         ("wat-entrypoint", wat_entrypoint),
         ("args", args),
@@ -117,6 +135,7 @@ pub fn ctr_cases() -> Vec<CtrCase> {
         ("http-component", http_component),
         ("pod-native-and-wasm", pod_native_and_wasm),
         ("cache-hit-and-corrupt-entry", cache),
+        ("cache-concurrent-starts", cache_concurrent),
         ("wasm-layer-images", layer_images),
         ("wasm-artifact-images", artifact_images),
         ("unreadable-layer", unreadable_layer),
@@ -600,19 +619,63 @@ fn cache(ctx: &CtrCtx) -> Result<()> {
     Ok(())
 }
 
+/// Starts of one module racing on an empty cache all succeed, and leave one
+/// whole entry that the next start loads.
+fn cache_concurrent(ctx: &CtrCtx) -> Result<()> {
+    let dir = ctx.work.join("case-cache-race");
+    let _ = std::fs::remove_dir_all(&dir);
+    let toml = ctx.toml(
+        "case-cache-race.toml",
+        &format!("[wasm]\ncache_dir = \"{}\"\n", dir.display()),
+    )?;
+    let result = (|| {
+        let mut running = Vec::new();
+        for n in 0..4 {
+            let id = ctx.id(&format!("racer{n}"));
+            running.push(
+                hello(ctx, &id)?
+                    .rm()
+                    .options(RuntimeOptions::Path(toml.clone()))
+                    .args(["/component.wasm"])
+                    .cmd()
+                    .spawn()?,
+            );
+        }
+        for r in running {
+            expect(&r.wait()?, "hello from a component\n", 0)?;
+        }
+        let names: Vec<String> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        ensure!(
+            names.len() == 1 && names[0].ends_with(".cwasm"),
+            "the cache holds {names:?}, expected one entry"
+        );
+        let id = ctx.id("after");
+        let out = hello(ctx, &id)?
+            .rm()
+            .options(RuntimeOptions::Path(toml.clone()))
+            .args(["/component.wasm"])
+            .run()?;
+        expect(&out, "hello from a component\n", 0)
+    })();
+    let hit = format!("wasm {}: cache hit ", ctx.id("after"));
+    let log = ctx.case_shim_log();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    ensure!(
+        log.iter().any(|l| l.contains(&hit)),
+        "no {hit:?} in the shim's log"
+    );
+    Ok(())
+}
+
 /// Images whose Wasm is in layers, read from containerd's content store.
 /// containerd before 1.6.25 and 1.7.7 refuses to unpack them (the config
 /// lists no diff_ids for non-tar layers), before barge is involved.
 fn layer_images(ctx: &CtrCtx) -> Result<()> {
     let _cache = DefaultCache::snapshot();
-    for (image, tar, stdout) in [
-        (LAYER, "wasm-layer.tar", "hello from wasm\n"),
-        (
-            COMPONENT_LAYER,
-            "wasm-component-layer.tar",
-            "hello from a component\n",
-        ),
-    ] {
+    for (image, tar, stdout) in LAYER_IMAGES {
         import(ctx, image, tar)?;
         let id = ctx.id(tar.trim_end_matches(".tar"));
         let out = ctx.run(&id).image(image).rm().run()?;
@@ -630,14 +693,7 @@ fn layer_images(ctx: &CtrCtx) -> Result<()> {
 /// the image's name, as a CRI client does, then started with ctr.
 fn artifact_images(ctx: &CtrCtx) -> Result<()> {
     let _cache = DefaultCache::snapshot();
-    for (image, tar, stdout) in [
-        (ARTIFACT, "wasm-artifact.tar", "hello from wasm\n"),
-        (
-            ARTIFACT_COMPONENT,
-            "wasm-artifact-component.tar",
-            "hello from a component\n",
-        ),
-    ] {
+    for (image, tar, stdout) in ARTIFACT_IMAGES {
         import(ctx, image, tar)?;
         let id = ctx.id(tar.trim_end_matches(".tar"));
         let spec = ctx.spec(&id, &["app.wasm"], |s| {

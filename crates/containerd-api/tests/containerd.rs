@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use barge_containerd_api::{
     thread_count, wait_single_threaded, wasm_layers, wasm_layers_with, Error, Layer, Options,
     WASM_MEDIA_TYPES,
@@ -163,7 +163,17 @@ impl Env<'_> {
             self.version,
             out.stderr.trim()
         );
-        record::create(&self.address(), &self.ns, id, image)
+        barge_integration::containerd_api::create_container(
+            &self.address(),
+            &self.ns,
+            &barge_integration::containerd_api::NewContainer {
+                id,
+                image,
+                runtime: "io.containerd.runc.v2",
+                spec: b"{}",
+                snapshot: None,
+            },
+        )
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
@@ -591,85 +601,4 @@ fn case_inside_a_runtime(env: &Env) -> Result<()> {
         .build()?;
     let got = rt.block_on(async { wasm_layers(&env.address(), &env.ns, "c1") })?;
     assert_layers(&got, &[&layer])
-}
-
-// ------------------------------------------------------- container records
-
-/// Containers.Create, for images that `ctr containers create` refuses.
-mod record {
-    use super::*;
-    use tonic::metadata::AsciiMetadataValue;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct CreateContainerRequest {
-        #[prost(message, optional, tag = "1")]
-        container: Option<Container>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct CreateContainerResponse {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Container {
-        #[prost(string, tag = "1")]
-        id: String,
-        #[prost(string, tag = "3")]
-        image: String,
-        #[prost(message, optional, tag = "4")]
-        runtime: Option<Runtime>,
-        #[prost(message, optional, tag = "5")]
-        spec: Option<Any>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Runtime {
-        #[prost(string, tag = "1")]
-        name: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-
-    pub fn create(address: &str, ns: &str, id: &str, image: &str) -> Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("unix://{address}"))?
-                .connect()
-                .await?;
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await?;
-            let mut req = tonic::Request::new(CreateContainerRequest {
-                container: Some(Container {
-                    id: id.into(),
-                    image: image.into(),
-                    runtime: Some(Runtime {
-                        name: "io.containerd.runc.v2".into(),
-                    }),
-                    spec: Some(Any {
-                        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-                        value: b"{}".to_vec(),
-                    }),
-                }),
-            });
-            req.metadata_mut()
-                .insert("containerd-namespace", AsciiMetadataValue::try_from(ns)?);
-            let codec =
-                tonic_prost::ProstCodec::<CreateContainerRequest, CreateContainerResponse>::default(
-                );
-            let path = http::uri::PathAndQuery::from_static(
-                "/containerd.services.containers.v1.Containers/Create",
-            );
-            match grpc.unary(req, path, codec).await {
-                Ok(_) => Ok(()),
-                Err(status) => bail!("Containers.Create {id}: {status}"),
-            }
-        })
-    }
 }

@@ -144,6 +144,7 @@ impl Fixture {
             runtime_root: Some(dir.path().join("state")),
             systemd_cgroup: false,
             debug: true,
+            ..Options::default()
         };
         Fixture {
             id,

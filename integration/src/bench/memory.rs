@@ -30,13 +30,48 @@ struct Sample {
     start_seconds: f64,
 }
 
-struct ShimMem {
-    pid: u32,
-    /// The binary it runs (a private copy, see `private_shim_copies`).
-    exe: String,
-    ppid: u32,
-    rss_kib: u64,
-    pss_kib: u64,
+/// The memory of one process: a shim, or a container's init.
+pub(super) struct ShimMem {
+    pub pid: u32,
+    /// The binary it runs (for a shim, a private copy, see
+    /// `private_shim_copies`).
+    pub exe: String,
+    pub ppid: u32,
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+}
+
+impl ShimMem {
+    /// Samples one process; zeros when it is gone.
+    pub fn of(pid: u32, ppid: u32) -> ShimMem {
+        let (rss_kib, pss_kib) = smaps_rollup(pid);
+        ShimMem {
+            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|e| e.display().to_string())
+                .unwrap_or_default(),
+            pid,
+            ppid,
+            rss_kib,
+            pss_kib,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "pid": self.pid, "ppid": self.ppid, "exe": self.exe,
+            "rss_kib": self.rss_kib, "pss_kib": self.pss_kib,
+        })
+    }
+}
+
+/// Samples the shims of our containerd named `shim_name` that are not in
+/// `before`.
+pub(super) fn new_shims(b: &Bench, shim_name: &str, before: &BTreeSet<u32>) -> Vec<ShimMem> {
+    b.cd.shims()
+        .into_iter()
+        .filter(|p| p.name() == shim_name && !before.contains(&p.pid))
+        .map(|p| ShimMem::of(p.pid, p.ppid))
+        .collect()
 }
 
 impl Sample {
@@ -117,9 +152,7 @@ fn sample_json(s: &Sample) -> Value {
         "rss_kib_total": s.rss_kib(),
         "pss_kib_total": s.pss_kib(),
         "start_seconds": s.start_seconds,
-        "processes": s.shims.iter().map(|m| json!({
-            "pid": m.pid, "ppid": m.ppid, "exe": m.exe, "rss_kib": m.rss_kib, "pss_kib": m.pss_kib,
-        })).collect::<Vec<_>>(),
+        "processes": s.shims.iter().map(ShimMem::json).collect::<Vec<_>>(),
     })
 }
 
@@ -159,23 +192,7 @@ fn measure(b: &Bench, v: &Variant, n: usize, grouped: bool) -> Result<Sample> {
         }
         let start_seconds = started.elapsed().as_secs_f64();
         std::thread::sleep(SETTLE);
-        let shims =
-            b.cd.shims()
-                .into_iter()
-                .filter(|p| p.name() == v.shim_name && !before.contains(&p.pid))
-                .map(|p| {
-                    let (rss_kib, pss_kib) = smaps_rollup(p.pid);
-                    ShimMem {
-                        exe: std::fs::read_link(format!("/proc/{}/exe", p.pid))
-                            .map(|e| e.display().to_string())
-                            .unwrap_or_default(),
-                        pid: p.pid,
-                        ppid: p.ppid,
-                        rss_kib,
-                        pss_kib,
-                    }
-                })
-                .collect();
+        let shims = new_shims(b, v.shim_name, &before);
         Ok(Sample {
             shims,
             start_seconds,

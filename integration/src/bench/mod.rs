@@ -3,7 +3,7 @@
 //! one private containerd, so that both see the same machine load.
 //!
 //! Each figure is one function in [`SECTIONS`]. A figure that cannot be
-//! measured yet (exec latency, Wasm) is a function that answers
+//! measured yet (exec latency) is a function that answers
 //! [`Outcome::NotImplemented`]; measuring it later means replacing that one
 //! function body.
 
@@ -16,6 +16,7 @@ mod report;
 mod runner;
 mod stats;
 mod throughput;
+mod wasm;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ const SECTIONS: &[(&str, Section)] = &[
     ("throughput", throughput::run),
     ("memory", memory::run),
     ("exec latency", pending::exec_latency),
-    ("wasm", pending::wasm),
+    ("wasm", wasm::run),
 ];
 
 /// What to run, from the environment.
@@ -70,6 +71,9 @@ pub struct Config {
     pub throughput_time: Duration,
     /// Numbers of sleeping containers for memory.
     pub memory_counts: Vec<usize>,
+    /// Waiting Wasm servers (and as many sleeping busybox containers) for
+    /// the Wasm memory figures.
+    pub wasm_containers: usize,
     pub out_dir: PathBuf,
 }
 
@@ -90,6 +94,7 @@ impl Config {
             workers: vec![1, 2, 8],
             throughput_time: Duration::from_secs(if quick { 2 } else { 10 }),
             memory_counts: if quick { vec![1, 5] } else { vec![1, 10, 50] },
+            wasm_containers: if quick { 5 } else { 10 },
             out_dir,
         })
     }
@@ -130,7 +135,14 @@ pub struct Bench {
 
 impl Bench {
     /// `ctr -a <sock> -n <ns> run <flags> --runtime R [--runtime-config-path F] IMAGE id argv...`
-    pub fn run_args(&self, v: &Variant, flags: &[&str], id: &str, argv: &[&str]) -> Vec<OsString> {
+    pub fn run_args(
+        &self,
+        v: &Variant,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        argv: &[&str],
+    ) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
             "-a".into(),
             self.cd.sock.clone().into(),
@@ -145,17 +157,29 @@ impl Bench {
             a.push("--runtime-config-path".into());
             a.push(cfg.clone().into());
         }
-        a.push(IMAGE.into());
+        a.push(image.into());
         a.push(id.into());
         a.extend(argv.iter().map(OsString::from));
         a
     }
 
-    /// Runs `ctr run` and times it.
+    /// Runs `ctr run` of busybox and times it.
     pub fn ctr_run(&self, v: &Variant, flags: &[&str], id: &str, argv: &[&str]) -> Result<Timed> {
+        self.ctr_run_image(v, flags, IMAGE, id, argv)
+    }
+
+    /// Runs `ctr run` of `image` and times it.
+    pub fn ctr_run_image(
+        &self,
+        v: &Variant,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        argv: &[&str],
+    ) -> Result<Timed> {
         runner::timed(
             &self.cd.ctr_bin(),
-            &self.run_args(v, flags, id, argv),
+            &self.run_args(v, flags, image, id, argv),
             CTR_TIMEOUT,
         )
     }
@@ -163,8 +187,20 @@ impl Bench {
     /// `ctr run --rm ... true`, remembering and cleaning up after a failure.
     /// The elapsed time on success.
     pub fn lifecycle_once(&self, v: &Variant, id: &str) -> Result<Option<Duration>> {
+        self.run_rm_once(v, IMAGE, id, &["true"])
+    }
+
+    /// `ctr run --rm ... IMAGE id argv...`, remembering and cleaning up
+    /// after a failure. The elapsed time on success.
+    pub fn run_rm_once(
+        &self,
+        v: &Variant,
+        image: &str,
+        id: &str,
+        argv: &[&str],
+    ) -> Result<Option<Duration>> {
         self.cd.note_group(&self.ns, id);
-        let t = self.ctr_run(v, &["--rm"], id, &["true"])?;
+        let t = self.ctr_run_image(v, &["--rm"], image, id, argv)?;
         if t.success() {
             return Ok(Some(t.elapsed));
         }
@@ -326,10 +362,19 @@ fn run() -> Result<ExitCode> {
     machine.loadavg_end = machine::loadavg();
 
     let run_errors = bench.run_errors.lock().unwrap().clone();
+    // The Wasm executor gets a column of its own when it was measured.
+    let mut shown = bench.variants.clone();
+    let has_wasm = results.iter().any(|r| match &r.outcome {
+        Ok(Outcome::Rows(rows)) => rows.iter().any(|row| row.values.contains_key(wasm::KEY)),
+        _ => false,
+    });
+    if has_wasm {
+        shown.push(wasm::variant(None));
+    }
     let rep = report::Report {
         cfg: &bench.cfg,
         machine: &machine,
-        variants: &bench.variants,
+        variants: &shown,
         sections: &results,
         failed_variants: &failed_variants,
         run_errors: &run_errors,

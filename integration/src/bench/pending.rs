@@ -13,10 +13,3 @@ pub fn exec_latency(_b: &Bench) -> Result<Outcome> {
         "barge answers the Exec RPC with UNIMPLEMENTED".into(),
     ))
 }
-
-/// Wasm: lifecycle and memory of a Wasm module run by a Wasm executor.
-pub fn wasm(_b: &Bench) -> Result<Outcome> {
-    Ok(Outcome::NotImplemented(
-        "barge has no Wasm executor yet".into(),
-    ))
-}

@@ -77,8 +77,11 @@ impl Row {
         }
     }
 
+    /// Empty without a target, and for a variant the row has no value for
+    /// (the value cell already says "-"; the Wasm column has none in the
+    /// busybox rows).
     fn target_text(&self, key: &str) -> String {
-        let Some(t) = self.target else {
+        let Some(t) = self.target.filter(|_| self.values.contains_key(key)) else {
             return String::new();
         };
         let verdict = match self.target_met(key) {
@@ -179,6 +182,10 @@ impl Report<'_> {
             "targets are goals for barge, shown but not enforced".to_string(),
             "RSS counts every page a shim maps, its binary's code included; PSS splits shared pages among the processes that map them, so it falls as more shims share one binary (both shims run from private copies, so only the bench's own shims share)".to_string(),
         ];
+        if self.variants.iter().any(|v| v.key == super::wasm::KEY) {
+            n.push("rows starting with \"wasm:\": the runc-v2, barge native and barge oci-binary columns run busybox (`echo hello`, `sleep 1000`), the barge wasm column the Wasm guest (cold: empty compile cache, warm: populated), so a ratio there is Wasm under barge / busybox under runc-v2".to_string());
+            n.push("a Wasm container's init is forked from its shim and never execs, so the two share pages: shim PSS alone understates a Wasm container, shim+init PSS is its whole cost".to_string());
+        }
         for s in self.sections {
             match &s.outcome {
                 Ok(Outcome::NotImplemented(why)) => {
@@ -236,6 +243,16 @@ impl Report<'_> {
                     "{:?} containers `ctr run -d IMAGE ID sleep 1000`, sampled {:?} after the last start; RSS and PSS of their shims from smaps_rollup, divided by the containers",
                     c.memory_counts,
                     super::memory::SETTLE,
+                ),
+            ),
+            (
+                "wasm",
+                format!(
+                    "`ctr run --rm {hello} ID` (/hello.wasm prints a line), {runs} runs with an empty compile cache (a fresh cache_dir each) and {runs} with a populated one, interleaved with `ctr run --rm IMAGE ID echo hello` through the other variants; memory: {n} `ctr run -d --net-host` of /http.wasm (a wasi:http server waiting in accept) against {n} `sleep 1000` containers, sampled {settle:?} after the last start, shims and inits from smaps_rollup",
+                    hello = barge_integration::wasm_cases::HELLO,
+                    runs = c.lifecycle_runs,
+                    n = c.wasm_containers,
+                    settle = super::memory::SETTLE,
                 ),
             ),
             (
@@ -442,6 +459,7 @@ mod tests {
         assert_eq!(r.target_met("barge-native"), Some(true));
         assert_eq!(r.target_text("barge-native"), "<=0.60x met");
         assert_eq!(r.ratio("barge-oci"), None);
+        assert_eq!(r.target_text("barge-oci"), "");
         let r = row(Better::Higher, 10.0, 15.0, 1.7);
         assert_eq!(r.target_met("barge-native"), Some(false));
         assert_eq!(r.target_text("barge-native"), ">=1.70x missed");
