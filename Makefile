@@ -5,8 +5,8 @@ CARGO     ?= cargo
 
 .PHONY: run test bench deps build install lint unit integration demo-stop clean wasm-fixtures
 
-## run: install what is needed, build, install the shim, run a container through it
-run: deps install
+## run: install what is needed, build, install the shim, run a container and a Wasm guest through it
+run: deps install wasm-fixtures
 	integration/scripts/demo.sh
 
 ## test: every test (unit, protocol, integration against real containerd and Docker)

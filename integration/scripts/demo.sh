@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: runs a container through barge. Uses the containerd that
+# `make run`: runs a container, and a Wasm one, through barge. Uses the containerd that
 # answers on /run/containerd/containerd.sock; when none does, starts a
 # private one (Debian 12's containerd 1.6) under /run/barge-demo and leaves it
 # running for you. `demo.sh stop` stops that private one.
@@ -7,6 +7,8 @@ set -euo pipefail
 DEMO=/run/barge-demo
 IMAGE=docker.io/library/busybox:latest
 TAR=/opt/barge-test/images/busybox.tar
+WASM_IMAGE=docker.io/barge/wasm-hello:latest
+WASM_TAR=$(cd "$(dirname "$0")/../.." && pwd)/target/wasm/images/wasm-hello.tar
 
 if [ "${1:-}" = stop ]; then
   if [ -f $DEMO/containerd.pid ]; then
@@ -52,3 +54,11 @@ ctr -a $SOCK image ls -q | grep -qx $IMAGE || ctr -a $SOCK image import $TAR >/d
 id=barge-demo-$$
 echo "+ ctr -a $SOCK run --rm --runtime io.containerd.barge.v1 $IMAGE $id echo hello from barge"
 ctr -a $SOCK run --rm --runtime io.containerd.barge.v1 $IMAGE $id echo hello from barge
+
+# The same shim picks wasmtime for a WebAssembly entrypoint (make wasm-fixtures
+# builds the image from examples/wasm).
+if [ -f "$WASM_TAR" ]; then
+  ctr -a $SOCK image ls -q | grep -qx $WASM_IMAGE || ctr -a $SOCK image import "$WASM_TAR" >/dev/null
+  echo "+ ctr -a $SOCK run --rm --runtime io.containerd.barge.v1 $WASM_IMAGE $id-wasm"
+  ctr -a $SOCK run --rm --runtime io.containerd.barge.v1 $WASM_IMAGE $id-wasm
+fi
