@@ -111,23 +111,120 @@ fn stderr_has(out: &Output, needle: &str) -> Result<()> {
     Ok(())
 }
 
+/// One run of the hello image: ctr flags, args, stdout, exit code.
+type GuestRun = (
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static str,
+    i32,
+);
+
+/// The cases that are only runs of the hello image, each checked for its
+/// stdout and exit code.
+const SIMPLE: &[(&str, &[GuestRun])] = &[
+    (
+        "wat-entrypoint",
+        &[(&[], &["/hello.wat"], "hello from wasm\n", 0)],
+    ),
+    (
+        "args",
+        &[(
+            &[],
+            &["/hello.wasm", "args", "two words", "x"],
+            "/hello.wasm\nargs\ntwo words\nx\n",
+            0,
+        )],
+    ),
+    (
+        "exit-code",
+        &[
+            (&[], &["/hello.wasm", "exit", "7"], "", 7),
+            (&[], &["/hello.wasm", "exit", "0"], "", 0),
+        ],
+    ),
+    (
+        "component",
+        &[
+            (&[], &["/component.wasm"], "hello from a component\n", 0),
+            (
+                &["--env", "GREETING=hi"],
+                &["/component.wasm", "args", "a b"],
+                "/component.wasm\nargs\na b\n",
+                0,
+            ),
+        ],
+    ),
+    // WASI 0.2's `wasi:cli/exit` has only success and failure (the code is
+    // unstable there), so a component's `exit(5)` reaches the host as 1.
+    (
+        "component-exit-code",
+        &[
+            (&[], &["/component.wasm", "exit", "5"], "", 1),
+            (&[], &["/component.wasm", "exit", "0"], "", 0),
+        ],
+    ),
+    (
+        "preopen-default-rootfs",
+        &[
+            (
+                &[],
+                &["/hello.wasm", "read", "/data/greeting.txt"],
+                "hi from a file\n",
+                0,
+            ),
+            (&[], &["/hello.wasm", "preopens"], "/\n", 0),
+            (
+                &[],
+                &["/hello.wasm", "write", "/data/out.txt", "written"],
+                "wrote /data/out.txt\n",
+                0,
+            ),
+        ],
+    ),
+    // 64 MiB: 100 more pages (6.4 MiB) fit, 2000 (125 MiB) do not; without
+    // a limit the same growth succeeds.
+    (
+        "memory-limit",
+        &[
+            (
+                &["--memory-limit", "67108864"],
+                &["/hello.wasm", "grow", "100"],
+                "grew\n",
+                0,
+            ),
+            (
+                &["--memory-limit", "67108864"],
+                &["/hello.wasm", "grow", "2000"],
+                "grow failed\n",
+                1,
+            ),
+            (&[], &["/hello.wasm", "grow", "2000"], "grew\n", 0),
+        ],
+    ),
+];
+
 pub fn ctr_cases() -> Vec<CtrCase> {
+    let mut v: Vec<CtrCase> = SIMPLE
+        .iter()
+        .map(|(name, runs)| CtrCase {
+            name,
+            run: Box::new(move |ctx: &CtrCtx| {
+                for (flags, args, stdout, code) in *runs {
+                    guest(ctx, flags, args, stdout, *code)?;
+                }
+                Ok(())
+            }),
+        })
+        .collect();
     type Case = (&'static str, fn(&CtrCtx) -> Result<()>);
-    let cases: [Case; 29] = [
+    let cases: [Case; 22] = [
         ("module-hello", module_hello),
-        ("wat-entrypoint", wat_entrypoint),
-        ("args", args),
         ("env-to-guest-only", env_to_guest_only),
-        ("exit-code", exit_code),
         ("trap", trap),
         ("stdio", stdio),
-        ("component", component),
-        ("component-exit-code", component_exit_code),
-        ("preopen-default-rootfs", preopen_default),
         ("preopen-narrowed-read-only", preopen_narrowed),
         ("preopen-none", preopen_none),
         ("preopen-runtime-option", preopen_option),
-        ("memory-limit", memory_limit),
         ("fuel-limit", fuel_limit),
         ("wall-clock-limit", wall_clock_limit),
         ("sigterm-stops-loop", sigterm_stops_loop),
@@ -144,13 +241,11 @@ pub fn ctr_cases() -> Vec<CtrCase> {
         ("unsupported-import", unsupported_import),
         ("nothing-can-run-it", nothing_can_run_it),
     ];
-    cases
-        .into_iter()
-        .map(|(name, f)| CtrCase {
-            name,
-            run: Box::new(f),
-        })
-        .collect()
+    v.extend(cases.into_iter().map(|(name, f)| CtrCase {
+        name,
+        run: Box::new(f),
+    }));
+    v
 }
 
 fn module_hello(ctx: &CtrCtx) -> Result<()> {
@@ -162,21 +257,6 @@ fn module_hello(ctx: &CtrCtx) -> Result<()> {
         "no {chosen:?} in the shim's log"
     );
     Ok(())
-}
-
-fn wat_entrypoint(ctx: &CtrCtx) -> Result<()> {
-    guest(ctx, &[], &["/hello.wat"], "hello from wasm\n", 0).map(drop)
-}
-
-fn args(ctx: &CtrCtx) -> Result<()> {
-    guest(
-        ctx,
-        &[],
-        &["/hello.wasm", "args", "two words", "x"],
-        "/hello.wasm\nargs\ntwo words\nx\n",
-        0,
-    )
-    .map(drop)
 }
 
 /// The spec's env reaches the guest, and neither the shim nor the init's
@@ -209,11 +289,6 @@ fn env_to_guest_only(ctx: &CtrCtx) -> Result<()> {
     Ok(())
 }
 
-fn exit_code(ctx: &CtrCtx) -> Result<()> {
-    guest(ctx, &[], &["/hello.wasm", "exit", "7"], "", 7)?;
-    guest(ctx, &[], &["/hello.wasm", "exit", "0"], "", 0).map(drop)
-}
-
 fn trap(ctx: &CtrCtx) -> Result<()> {
     let out = guest(ctx, &[], &["/hello.wasm", "trap"], "", TRAP_EXIT)?;
     stderr_has(&out, "unreachable")
@@ -233,52 +308,8 @@ fn stdio(ctx: &CtrCtx) -> Result<()> {
     expect(&out, data, 0)
 }
 
-fn component(ctx: &CtrCtx) -> Result<()> {
-    guest(
-        ctx,
-        &[],
-        &["/component.wasm"],
-        "hello from a component\n",
-        0,
-    )?;
-    guest(
-        ctx,
-        &["--env", "GREETING=hi"],
-        &["/component.wasm", "args", "a b"],
-        "/component.wasm\nargs\na b\n",
-        0,
-    )
-    .map(drop)
-}
-
-/// WASI 0.2's `wasi:cli/exit` has only success and failure (the code is
-/// unstable there), so a component's `exit(5)` reaches the host as 1.
-fn component_exit_code(ctx: &CtrCtx) -> Result<()> {
-    guest(ctx, &[], &["/component.wasm", "exit", "5"], "", 1)?;
-    guest(ctx, &[], &["/component.wasm", "exit", "0"], "", 0).map(drop)
-}
-
 fn preopens_annotation(value: &str) -> String {
     format!("io.barge.wasm.preopens={value}")
-}
-
-fn preopen_default(ctx: &CtrCtx) -> Result<()> {
-    guest(
-        ctx,
-        &[],
-        &["/hello.wasm", "read", "/data/greeting.txt"],
-        "hi from a file\n",
-        0,
-    )?;
-    guest(ctx, &[], &["/hello.wasm", "preopens"], "/\n", 0)?;
-    guest(
-        ctx,
-        &[],
-        &["/hello.wasm", "write", "/data/out.txt", "written"],
-        "wrote /data/out.txt\n",
-        0,
-    )
-    .map(drop)
 }
 
 fn preopen_narrowed(ctx: &CtrCtx) -> Result<()> {
@@ -345,21 +376,6 @@ fn preopen_option(ctx: &CtrCtx) -> Result<()> {
         .options(RuntimeOptions::Path(bad))
         .run()?;
     must_fail(out, &["preopen", "\"data\"", "absolute"])
-}
-
-fn memory_limit(ctx: &CtrCtx) -> Result<()> {
-    // 64 MiB: 100 more pages (6.4 MiB) fit, 2000 (125 MiB) do not.
-    let flags = ["--memory-limit", "67108864"];
-    guest(ctx, &flags, &["/hello.wasm", "grow", "100"], "grew\n", 0)?;
-    guest(
-        ctx,
-        &flags,
-        &["/hello.wasm", "grow", "2000"],
-        "grow failed\n",
-        1,
-    )?;
-    // Without a limit the same growth succeeds.
-    guest(ctx, &[], &["/hello.wasm", "grow", "2000"], "grew\n", 0).map(drop)
 }
 
 fn fuel_limit(ctx: &CtrCtx) -> Result<()> {
@@ -566,15 +582,22 @@ fn pod_native_and_wasm(ctx: &CtrCtx) -> Result<()> {
     Ok(())
 }
 
+/// An empty compile cache of the case's own, and the runtime options that
+/// point at it.
+fn private_cache(ctx: &CtrCtx, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = ctx.work.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let toml = ctx.toml(
+        &format!("{name}.toml"),
+        &format!("[wasm]\ncache_dir = \"{}\"\n", dir.display()),
+    )?;
+    Ok((dir, toml))
+}
+
 /// The second start of a module hits the cache; a corrupted entry is
 /// detected, removed and rebuilt.
 fn cache(ctx: &CtrCtx) -> Result<()> {
-    let dir = ctx.work.join("case-cache");
-    let _ = std::fs::remove_dir_all(&dir);
-    let toml = ctx.toml(
-        "case-cache.toml",
-        &format!("[wasm]\ncache_dir = \"{}\"\n", dir.display()),
-    )?;
+    let (dir, toml) = private_cache(ctx, "case-cache")?;
     let run = |tag: &str| -> Result<()> {
         let id = ctx.id(tag);
         let out = hello(ctx, &id)?
@@ -622,12 +645,7 @@ fn cache(ctx: &CtrCtx) -> Result<()> {
 /// Starts of one module racing on an empty cache all succeed, and leave one
 /// whole entry that the next start loads.
 fn cache_concurrent(ctx: &CtrCtx) -> Result<()> {
-    let dir = ctx.work.join("case-cache-race");
-    let _ = std::fs::remove_dir_all(&dir);
-    let toml = ctx.toml(
-        "case-cache-race.toml",
-        &format!("[wasm]\ncache_dir = \"{}\"\n", dir.display()),
-    )?;
+    let (dir, toml) = private_cache(ctx, "case-cache-race")?;
     let result = (|| {
         let mut running = Vec::new();
         for n in 0..4 {
