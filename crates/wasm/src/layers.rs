@@ -6,21 +6,13 @@ use std::sync::Arc;
 
 use barge_executor::CreateContext;
 
-pub struct Layer {
-    pub digest: String,
-    pub bytes: Arc<Vec<u8>>,
-}
+use crate::guest::Source;
 
-/// The Wasm layers found, first one first.
-pub struct Found {
-    pub layers: Vec<Layer>,
-}
-
-/// Reads the Wasm layers of the image `ctx.id` was made from. Returns the
-/// error as text naming what could not be read.
-pub fn read(ctx: &CreateContext<'_>) -> Result<Found, String> {
+/// The first Wasm layer of the image `ctx.id` was made from, if it has
+/// one. The error is text naming what could not be read.
+pub fn first(ctx: &CreateContext<'_>) -> Result<Option<Source>, String> {
     if ctx.containerd_address.is_empty() {
-        return Ok(Found { layers: Vec::new() });
+        return Ok(None);
     }
     let layers = barge_containerd_api::wasm_layers(ctx.containerd_address, ctx.namespace, ctx.id)
         .map_err(|e| format!("reading the image's Wasm layers from containerd: {e}"))?;
@@ -33,13 +25,8 @@ pub fn read(ctx: &CreateContext<'_>) -> Result<Found, String> {
             l.bytes.len()
         );
     }
-    Ok(Found {
-        layers: layers
-            .into_iter()
-            .map(|l| Layer {
-                digest: l.digest,
-                bytes: Arc::new(l.bytes),
-            })
-            .collect(),
-    })
+    Ok(layers.into_iter().next().map(|l| Source::Layer {
+        digest: l.digest,
+        bytes: Arc::new(l.bytes),
+    }))
 }

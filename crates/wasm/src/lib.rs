@@ -13,7 +13,7 @@ mod run;
 pub mod settings;
 mod stop;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use barge_executor::entrypoint::{self, Kind};
 use barge_executor::{CleanupContext, Container, CreateContext, Error, Executor, Fit, Result};
@@ -29,9 +29,10 @@ use settings::Settings;
 /// Runs WebAssembly guests under wasmtime.
 #[derive(Default)]
 pub struct Wasm {
-    /// The Wasm layers read while choosing the executor, kept for `create`
-    /// of the same container so the image is read once.
-    layers: Mutex<Option<(String, Arc<layers::Found>)>>,
+    /// The guest found while choosing the executor, kept for `create` of
+    /// the same container: the rootfs is looked at, and the image read,
+    /// once.
+    resolved: Mutex<Option<(String, Source)>>,
 }
 
 impl Wasm {
@@ -39,38 +40,23 @@ impl Wasm {
         Wasm::default()
     }
 
-    fn image_layers(
-        &self,
-        ctx: &CreateContext<'_>,
-    ) -> std::result::Result<Arc<layers::Found>, String> {
-        let mut held = self.layers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, found)) = held.as_ref() {
-            if id == ctx.id {
-                return Ok(found.clone());
-            }
-        }
-        let found = Arc::new(layers::read(ctx)?);
-        *held = Some((ctx.id.to_string(), found.clone()));
-        Ok(found)
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<(String, Source)>> {
+        self.resolved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn source(&self, ctx: &CreateContext<'_>) -> std::result::Result<Source, String> {
+    /// Where this container's guest comes from: the entrypoint in the
+    /// rootfs, or else the image's first Wasm layer.
+    fn source(ctx: &CreateContext<'_>) -> std::result::Result<Source, String> {
         match entrypoint::find(ctx.bundle, ctx.spec) {
             Ok(e) if matches!(e.kind, Kind::WasmModule | Kind::WasmText) => {
                 Ok(Source::File(e.path))
             }
             Ok(e) => Err(format!("{} is {}", e.path.display(), e.kind)),
-            Err(why) => {
-                let found = self.image_layers(ctx).map_err(|e| format!("{why}; {e}"))?;
-                match found.layers.first() {
-                    Some(layer) => Ok(Source::Layer {
-                        digest: layer.digest.clone(),
-                        bytes: layer.bytes.clone(),
-                    }),
-                    // The image has no Wasm layers either (`runs` says so).
-                    None => Err(why),
-                }
-            }
+            // No entrypoint in the rootfs; without Wasm layers either,
+            // `runs` says what would have worked.
+            Err(why) => layers::first(ctx)
+                .map_err(|e| format!("{why}; {e}"))?
+                .ok_or(why),
         }
     }
 }
@@ -85,16 +71,22 @@ impl Executor for Wasm {
     }
 
     fn fits(&self, ctx: &CreateContext<'_>) -> Fit {
-        match self.source(ctx) {
-            Ok(_) => Fit::Yes,
+        match Wasm::source(ctx) {
+            Ok(source) => {
+                *self.held() = Some((ctx.id.to_string(), source));
+                Fit::Yes
+            }
             Err(why) => Fit::No(why),
         }
     }
 
     fn create(&self, ctx: CreateContext<'_>) -> Result<Box<dyn Container>> {
-        let source = self.source(&ctx).map_err(Error::InvalidArgument)?;
-        // The layers are in the guest now; the shim needn't keep them.
-        self.layers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // The guest takes the source (and any layer's bytes) with it; the
+        // shim keeps nothing.
+        let source = match self.held().take() {
+            Some((id, source)) if id == ctx.id => source,
+            _ => Wasm::source(&ctx).map_err(Error::InvalidArgument)?,
+        };
         let settings = Settings::resolve(ctx.spec, ctx.options)?;
         let wasm = &ctx.options.wasm;
         let cache = match Cache::open(&wasm.cache_dir, wasm.cache_max_mb) {
