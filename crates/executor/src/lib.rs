@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
-pub use oci_spec::runtime::Spec;
+pub use oci_spec::runtime::{Process, Spec};
 pub use options::{ExecutorChoice, Options, WasmOptions, DEFAULT_WASM_CACHE_DIR};
 pub use select::Executors;
 
@@ -43,6 +43,20 @@ pub struct CreateContext<'a> {
     /// The runtime options for this container.
     pub options: &'a Options,
     pub stdio: Stdio,
+    /// Where the init's pty master must be sent, when the spec asks for a
+    /// terminal: a listening unix socket, as runc's `--console-socket`.
+    pub console_socket: Option<&'a Path>,
+}
+
+/// Everything an executor needs to run one more process in a container.
+pub struct ExecContext<'a> {
+    /// containerd's id for the process, unique within the container.
+    pub exec_id: &'a str,
+    /// The process to run, as containerd sent it (OCI `process`).
+    pub process: &'a Process,
+    pub stdio: Stdio,
+    /// Where the pty master goes when `process.terminal` is set.
+    pub console_socket: Option<&'a Path>,
 }
 
 /// What `delete` after a crash knows: no live handle, only names on disk.
@@ -100,6 +114,11 @@ pub trait Container: Send {
     /// The pids of every process in the container.
     fn pids(&self) -> Result<Vec<u32>>;
 
+    /// Starts one more process in the running container and returns its
+    /// pid. Like the init, it must end up a child of the calling process
+    /// (or be reparented to it); the core signals, reaps and deletes it.
+    fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32>;
+
     /// Removes the container: kills what is left, removes its cgroup and
     /// the executor's state. The rootfs mount belongs to the core.
     fn delete(&mut self) -> Result<()>;
@@ -127,4 +146,12 @@ pub fn ensure_single_threaded(what: &str) -> Result<()> {
 /// Where executors keep per-namespace state under `root`.
 pub fn state_dir(root: &Path, namespace: &str) -> PathBuf {
     root.join(namespace)
+}
+
+/// A number never handed out before in this process, for names of the
+/// short-lived files an executor makes (an exec's process.json).
+pub fn next_serial() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    SERIAL.fetch_add(1, Ordering::Relaxed)
 }

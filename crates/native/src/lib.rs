@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 
 use barge_executor::entrypoint::{self, Kind};
 use barge_executor::{
-    ensure_single_threaded, CleanupContext, Container, CreateContext, Error, Executor, Fit, Result,
-    Spec,
+    ensure_single_threaded, CleanupContext, Container, CreateContext, Error, ExecContext, Executor,
+    Fit, Result, Spec,
 };
 use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container as Lc;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::Executor as Workload;
+use libcontainer::workload::Executor as LcWorkload;
 
 /// Where libcontainer keeps its per-container state.
 const STATE_ROOT: &str = "/run/containerd/barge/native";
@@ -102,7 +102,11 @@ impl Executor for Native {
     }
 
     fn create(&self, ctx: CreateContext<'_>) -> Result<Box<dyn Container>> {
-        create_with(ctx, Exec)
+        create_with(
+            ctx,
+            Exec,
+            Box::new(|_: &ExecContext<'_>| Ok(Workload::boxed(Exec))),
+        )
     }
 
     fn cleanup(&self, ctx: &CleanupContext<'_>) -> Result<()> {
@@ -110,10 +114,18 @@ impl Executor for Native {
     }
 }
 
-/// Creates a container whose init runs `workload` once it is started.
-pub fn create_with<W>(ctx: CreateContext<'_>, workload: W) -> Result<Box<dyn Container>>
+/// Picks what runs in an exec's process, from its `process`.
+pub type ExecWorkload = Box<dyn Fn(&ExecContext<'_>) -> Result<Workload> + Send>;
+
+/// Creates a container whose init runs `workload` once it is started, and
+/// whose execs run what `exec_workload` picks.
+pub fn create_with<W>(
+    ctx: CreateContext<'_>,
+    workload: W,
+    exec_workload: ExecWorkload,
+) -> Result<Box<dyn Container>>
 where
-    W: Workload + Clone + 'static,
+    W: LcWorkload + Clone + 'static,
 {
     let root = state_root(ctx.namespace)?;
     std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
@@ -129,6 +141,7 @@ where
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
+        .with_console_socket(ctx.console_socket)
         .as_init(ctx.bundle)
         .with_systemd(ctx.options.systemd_cgroup)
         .with_detach(true)
@@ -153,8 +166,11 @@ where
     log::debug!("native container {} created, init pid {pid}", ctx.id);
     Ok(Box::new(NativeContainer {
         lc,
+        root,
         pid: pid.as_raw() as u32,
         systemd: ctx.options.systemd_cgroup,
+        exec_workload,
+        seccomp: ctx.spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
     }))
 }
 
@@ -198,38 +214,175 @@ fn restore_oom_score_adj(value: Option<String>) {
 /// so all that is left is the exec itself, which searches PATH or libc's
 /// default path as runc does.
 #[derive(Clone)]
-struct Exec;
+pub struct Exec;
 
-impl Workload for Exec {
+impl LcWorkload for Exec {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
         libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    /// Runs in the new process, inside the container, just before `exec`:
+    /// an entrypoint that isn't there is named here, as runc names it.
+    fn validate(
+        &self,
+        spec: &Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
+        use libcontainer::workload::ExecutorValidationError as V;
+        let process = spec.process().as_ref();
+        let arg0 = process
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| V::ArgValidationError("the OCI spec's process has no args".into()))?;
+        let env = process.and_then(|p| p.env().as_ref());
+        resolve_in_container(arg0, env.map(Vec::as_slice).unwrap_or_default())
+            .map(|_| ())
+            .map_err(V::ArgValidationError)
+    }
+}
+
+/// Finds `arg0` as execvp would in the process's own filesystem: a path
+/// with a `/` as it is, else each directory of PATH (or the default path).
+fn resolve_in_container(arg0: &str, env: &[String]) -> std::result::Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if arg0.contains('/') {
+        let p = PathBuf::from(arg0);
+        return match std::fs::metadata(&p) {
+            Ok(_) if runnable(&p) => Ok(p),
+            Ok(_) => Err(format!(
+                "exec {arg0:?}: permission denied (not an executable file)"
+            )),
+            Err(e) => Err(format!("exec {arg0:?}: {e}")),
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(arg0))
+        .find(|p| runnable(p))
+        .ok_or_else(|| format!("exec {arg0:?}: executable file not found in PATH ({path})"))
+}
+
+/// Any libcontainer workload, boxed, so that each exec can pick its own.
+#[derive(Clone)]
+pub struct Workload {
+    boxed: BoxedWorkload,
+    /// The container's seccomp filter, for an exec: libcontainer builds a
+    /// tenant's spec without it, so the workload loads it before it runs.
+    seccomp: Option<TenantSeccomp>,
+}
+
+struct BoxedWorkload(Box<dyn LcWorkload>);
+
+impl Clone for BoxedWorkload {
+    fn clone(&self) -> Self {
+        BoxedWorkload(self.0.clone_box())
+    }
+}
+
+#[derive(Clone)]
+struct TenantSeccomp {
+    profile: oci_spec::runtime::LinuxSeccomp,
+    /// The capabilities the process asked for. Without no_new_privileges,
+    /// loading a filter needs CAP_SYS_ADMIN, so the process is made with it
+    /// and drops to these once the filter is in, as runc orders it.
+    drop_to: Option<oci_spec::runtime::LinuxCapabilities>,
+}
+
+impl Workload {
+    pub fn boxed(w: impl LcWorkload + Clone + 'static) -> Workload {
+        Workload {
+            boxed: BoxedWorkload(Box::new(w)),
+            seccomp: None,
+        }
+    }
+}
+
+impl LcWorkload for Workload {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError as E;
+        if let Some(t) = &self.seccomp {
+            let notify = libcontainer::seccomp::initialize_seccomp(&t.profile)
+                .map_err(|e| E::Other(format!("load the container's seccomp filter: {e}")))?;
+            if let Some(fd) = notify {
+                // No seccomp agent listens for an exec; the kernel answers
+                // ENOSYS for notified calls once the descriptor is gone.
+                let _ = nix::unistd::close(fd);
+            }
+            if let Some(caps) = &t.drop_to {
+                let syscall = libcontainer::syscall::syscall::create_syscall();
+                libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
+                    .map_err(|e| E::Other(format!("drop capabilities: {e}")))?;
+            }
+        }
+        self.boxed.0.exec(spec)
     }
 
     fn validate(
         &self,
         spec: &Spec,
     ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
-        let has_args = spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().as_ref())
-            .is_some_and(|a| !a.is_empty());
-        if has_args {
-            Ok(())
-        } else {
-            Err(
-                libcontainer::workload::ExecutorValidationError::ArgValidationError(
-                    "the OCI spec's process has no args".into(),
-                ),
-            )
+        self.boxed.0.validate(spec)
+    }
+
+    fn setup_envs(
+        &self,
+        envs: std::collections::HashMap<String, String>,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorSetEnvsError> {
+        self.boxed.0.setup_envs(envs)
+    }
+}
+
+/// The process an exec is made with, and the filter its workload loads:
+/// the container's seccomp profile applies to every process in it.
+fn confine(
+    process: &barge_executor::Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> (barge_executor::Process, Option<TenantSeccomp>) {
+    use oci_spec::runtime::Capability;
+    let mut process = process.clone();
+    let Some(profile) = seccomp else {
+        return (process, None);
+    };
+    let mut drop_to = None;
+    if process.no_new_privileges() != Some(true) {
+        if let Some(caps) = process.capabilities().clone() {
+            let mut raised = caps.clone();
+            let mut effective = caps.effective().clone().unwrap_or_default();
+            effective.insert(Capability::SysAdmin);
+            let mut permitted = caps.permitted().clone().unwrap_or_default();
+            permitted.insert(Capability::SysAdmin);
+            raised.set_effective(Some(effective));
+            raised.set_permitted(Some(permitted));
+            process.set_capabilities(Some(raised));
+            drop_to = Some(caps);
         }
     }
+    (
+        process,
+        Some(TenantSeccomp {
+            profile: profile.clone(),
+            drop_to,
+        }),
+    )
 }
 
 struct NativeContainer {
     lc: Lc,
+    /// libcontainer's state root for the namespace.
+    root: PathBuf,
     pid: u32,
     systemd: bool,
+    exec_workload: ExecWorkload,
+    /// The container's seccomp profile, which its execs get too.
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 impl Container for NativeContainer {
@@ -270,9 +423,82 @@ impl Container for NativeContainer {
         Ok(pids.into_iter().map(|p| p.as_raw() as u32).collect())
     }
 
+    fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32> {
+        let id = self.lc.id().to_string();
+        let mut workload = (self.exec_workload)(&ctx)?;
+        let (process, seccomp) = confine(ctx.process, self.seccomp.as_ref());
+        workload.seccomp = seccomp;
+        // libcontainer reads the process from a file; it lives in the
+        // container's state directory only while the exec is being made.
+        let process_file = self
+            .root
+            .join(&id)
+            .join(format!("exec-{}.json", barge_executor::next_serial()));
+        let json = serde_json::to_vec(&process).map_err(|e| Error::Runtime(e.to_string()))?;
+        std::fs::write(&process_file, json)
+            .map_err(Error::io(format!("write {}", process_file.display())))?;
+        let stdio = ctx.stdio;
+        let built = (|| {
+            let builder = ContainerBuilder::new(id.clone(), SyscallType::Linux)
+                .with_root_path(&self.root)
+                .map_err(runtime_error("container state root"))?
+                .with_executor(workload)
+                .with_stdin(stdio.stdin.map_or_else(dev_null, Ok)?)
+                .with_stdout(stdio.stdout.map_or_else(dev_null, Ok)?)
+                .with_stderr(stdio.stderr.map_or_else(dev_null, Ok)?)
+                .with_console_socket(ctx.console_socket)
+                .as_tenant()
+                .with_process(Some(&process_file))
+                .with_detach(true)
+                .as_sibling(false);
+            ensure_single_threaded("exec a process")?;
+            let oom = read_oom_score_adj();
+            let built = builder.build();
+            restore_oom_score_adj(oom);
+            built.map_err(|e| exec_error(&id, ctx.exec_id, ctx.process, e))
+        })();
+        let _ = std::fs::remove_file(&process_file);
+        let pid = built?;
+        log::debug!("native container {id}: exec {} has pid {pid}", ctx.exec_id);
+        Ok(pid.as_raw() as u32)
+    }
+
     fn delete(&mut self) -> Result<()> {
         self.lc
             .delete(true)
             .map_err(runtime_error("delete container"))
+    }
+}
+
+/// The error of a failed exec, naming the process.
+fn exec_error(
+    id: &str,
+    exec_id: &str,
+    process: &barge_executor::Process,
+    e: libcontainer::error::LibcontainerError,
+) -> Error {
+    use libcontainer::error::LibcontainerError as E;
+    let arg0 = process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .map(String::as_str)
+        .unwrap_or("");
+    match e {
+        E::IncorrectStatus(status) => Error::FailedPrecondition(format!(
+            "cannot exec {arg0:?} in container {id}: it is {status:?}"
+        )),
+        e => {
+            // libcontainer wraps the process's own words in its stages:
+            // "failed to create container: exec process failed with error
+            // error in executing process : <what went wrong>".
+            let text = e.to_string();
+            let inner = text
+                .rsplit_once("error in executing process : ")
+                .map_or(text.as_str(), |(_, inner)| inner);
+            Error::Runtime(format!(
+                "exec {exec_id} ({arg0:?}) in container {id}: {inner}"
+            ))
+        }
     }
 }

@@ -16,11 +16,11 @@ mod runtime;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio as ProcessStdio;
 
 use barge_executor::{
-    CleanupContext, Container, CreateContext, Error, Executor, Fit, Result, Stdio,
+    CleanupContext, Container, CreateContext, Error, ExecContext, Executor, Fit, Result, Stdio,
 };
 
 use crate::runtime::{error_message, log_warnings, Failure, RunError, Runtime};
@@ -70,41 +70,12 @@ impl Executor for OciBinary {
             .arg("--bundle")
             .arg(ctx.bundle)
             .arg("--pid-file")
-            .arg(&pid_path)
-            .arg(ctx.id);
-        // Without a terminal, the runtime hands its own stdio to the
-        // container's init; so its stdio is the container's, and its
-        // messages can only be read back from --log.
-        let Stdio {
-            stdin,
-            stdout,
-            stderr,
-        } = ctx.stdio;
-        cmd.stdin(stdio(stdin))
-            .stdout(stdio(stdout))
-            .stderr(stdio(stderr));
-        log::debug!("running {}", runtime::display_command(&cmd));
-        let status = cmd.status().map_err(|e| runtime.spawn_error("create", e))?;
-        // Close our copies of the container's stdio now.
-        drop(cmd);
-
-        let log_text = fs::read_to_string(&log_path).unwrap_or_default();
-        if !status.success() {
-            let failure = Failure {
-                what: format!("{} create", runtime.name()),
-                status,
-                message: error_message(&log_text),
-            };
-            let mut text = failure.to_string();
-            if failure.message.is_empty() {
-                text.push_str(&format!(
-                    "; {} is empty, so the runtime may have written its error to the container's stderr",
-                    log_path.display()
-                ));
-            }
-            return Err(Error::Runtime(text));
+            .arg(&pid_path);
+        if let Some(socket) = ctx.console_socket {
+            cmd.arg("--console-socket").arg(socket);
         }
-        log_warnings(runtime.name(), &log_text);
+        cmd.arg(ctx.id);
+        run_attached(&runtime, "create", cmd, ctx.stdio, &log_path)?;
 
         let pid = match read_pid(&pid_path) {
             Ok(pid) => pid,
@@ -124,6 +95,7 @@ impl Executor for OciBinary {
         Ok(Box::new(OciContainer {
             runtime,
             id: ctx.id.to_string(),
+            bundle: ctx.bundle.to_path_buf(),
             pid,
         }))
     }
@@ -138,7 +110,56 @@ impl Executor for OciBinary {
 struct OciContainer {
     runtime: Runtime,
     id: String,
+    bundle: PathBuf,
     pid: u32,
+}
+
+/// Runs a runtime subcommand whose process takes `stdio` as its own (the
+/// runtime hands its stdio to the container's process), so the runtime's
+/// messages can only be read back from `log_path`.
+fn run_attached(
+    runtime: &Runtime,
+    subcommand: &str,
+    mut cmd: std::process::Command,
+    stdio: Stdio,
+    log_path: &Path,
+) -> Result<()> {
+    let Stdio {
+        stdin,
+        stdout,
+        stderr,
+    } = stdio;
+    cmd.stdin(process_stdio(stdin))
+        .stdout(process_stdio(stdout))
+        .stderr(process_stdio(stderr));
+    log::debug!("running {}", runtime::display_command(&cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| runtime.spawn_error(subcommand, e))?;
+    // Close our copies of the process's stdio now.
+    drop(cmd);
+    let log_text = fs::read_to_string(log_path).unwrap_or_default();
+    if !status.success() {
+        let failure = Failure {
+            what: format!("{} {subcommand}", runtime.name()),
+            status,
+            message: error_message(&log_text),
+        };
+        let mut text = failure.to_string();
+        if failure.message.is_empty() {
+            text.push_str(&format!(
+                "; {} is empty, so the runtime may have written its error to the process's stderr",
+                log_path.display()
+            ));
+        }
+        return Err(if failure.is_not_found() {
+            Error::NotFound(text)
+        } else {
+            Error::Runtime(text)
+        });
+    }
+    log_warnings(runtime.name(), &log_text);
+    Ok(())
 }
 
 impl Container for OciContainer {
@@ -203,6 +224,40 @@ impl Container for OciContainer {
         }
     }
 
+    fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32> {
+        // The files live in the bundle only while the process is being made.
+        let serial = barge_executor::next_serial();
+        let process_path = self.bundle.join(format!("exec-{serial}.json"));
+        let pid_path = self.bundle.join(format!("exec-{serial}.pid"));
+        let log_path = self.bundle.join(format!("exec-{serial}.log"));
+        let json = serde_json::to_vec(ctx.process).map_err(|e| Error::Runtime(e.to_string()))?;
+        fs::write(&process_path, json)
+            .map_err(Error::io(format!("write {}", process_path.display())))?;
+        let mut cmd = self.runtime.command(Some(&log_path));
+        cmd.arg("exec")
+            .arg("--detach")
+            .arg("--pid-file")
+            .arg(&pid_path)
+            .arg("--process")
+            .arg(&process_path);
+        if let Some(socket) = ctx.console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
+        cmd.arg(&self.id);
+        let result = run_attached(&self.runtime, "exec", cmd, ctx.stdio, &log_path)
+            .and_then(|()| read_pid(&pid_path));
+        for f in [&process_path, &pid_path, &log_path] {
+            let _ = fs::remove_file(f);
+        }
+        result.map_err(|e| match e {
+            // runc says "cannot exec in a stopped container".
+            Error::Runtime(m) if m.contains("stopped") || m.contains("paused") => {
+                Error::FailedPrecondition(m)
+            }
+            e => e,
+        })
+    }
+
     fn delete(&mut self) -> Result<()> {
         delete_force(&self.runtime, &self.id)
     }
@@ -243,7 +298,7 @@ fn parse_pids(stdout: &[u8]) -> serde_json::Result<Vec<u32>> {
     Ok(pids.unwrap_or_default())
 }
 
-fn stdio(fd: Option<OwnedFd>) -> ProcessStdio {
+fn process_stdio(fd: Option<OwnedFd>) -> ProcessStdio {
     match fd {
         Some(fd) => ProcessStdio::from(fd),
         None => ProcessStdio::null(),

@@ -2,7 +2,9 @@
 
 use std::time::SystemTime;
 
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageDyn;
@@ -32,6 +34,8 @@ pub enum Event {
     Exit(TaskExit),
     Delete(TaskDelete),
     Oom(TaskOOM),
+    ExecAdded(TaskExecAdded),
+    ExecStarted(TaskExecStarted),
 }
 
 impl Event {
@@ -42,6 +46,8 @@ impl Event {
             Event::Exit(_) => topics::TASK_EXIT_EVENT_TOPIC,
             Event::Delete(_) => topics::TASK_DELETE_EVENT_TOPIC,
             Event::Oom(_) => topics::TASK_OOM_EVENT_TOPIC,
+            Event::ExecAdded(_) => topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            Event::ExecStarted(_) => topics::TASK_EXEC_STARTED_EVENT_TOPIC,
         }
     }
 
@@ -52,6 +58,8 @@ impl Event {
             Event::Exit(e) => e,
             Event::Delete(e) => e,
             Event::Oom(e) => e,
+            Event::ExecAdded(e) => e,
+            Event::ExecStarted(e) => e,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod args;
 mod cleanup;
+mod console;
 mod error;
 mod events;
 mod idle;

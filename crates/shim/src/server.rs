@@ -17,7 +17,7 @@ use crate::args::Flags;
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::process::reap;
-use crate::task::Service;
+use crate::task::{Handle, Service};
 
 const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
@@ -75,12 +75,13 @@ async fn run(
 
     // Task API v2 and v3 differ only in the service name: serve both, so
     // that every containerd finds the one it speaks.
-    let mut services = create_task(service.clone());
+    let handle = Arc::new(Handle(service.clone()));
+    let mut services = create_task(handle.clone());
     let v3 = services
         .remove(TASK_V3)
         .ok_or_else(|| Error::Other("generated Task service is missing".into()))?;
     services.insert(TASK_V2.to_string(), v3);
-    services.extend(create_task(service.clone()));
+    services.extend(create_task(handle));
 
     // SAFETY: `listener` is an open, bound unix socket that we own; the
     // server takes it over and nothing else uses the descriptor.

@@ -47,12 +47,11 @@ impl StdinCopy {
     }
 }
 
-/// Opens the three streams of a process.
+/// Opens the three streams of a process. With a terminal the process gets
+/// none: its runtime connects it to the pty, and [`crate::console`] copies.
 pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(Stdio, Held)> {
     if terminal {
-        return Err(Error::Unimplemented(
-            "a terminal (tty) is not supported by barge yet; run without -t".into(),
-        ));
+        return Ok((Stdio::default(), Held::default()));
     }
     let mut held = Held::default();
     let stdin = match stdin {
@@ -77,15 +76,25 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(
 
 fn open_input(path: &str) -> Result<(OwnedFd, StdinCopy)> {
     use tokio::net::unix::pipe;
+    let (container, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let to = pipe::Sender::from_owned_fd(writer).map_err(Error::io("stdin pipe"))?;
+    Ok((container, copy_input(path, to, None)?))
+}
+
+/// Copies the stdin fifo at `path` into `to` until the client's end-of-file
+/// or CloseIO, then writes `trailer` (a terminal's ^D) and drops `to`.
+pub fn copy_input<W>(path: &str, mut to: W, trailer: Option<&'static [u8]>) -> Result<StdinCopy>
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::net::unix::pipe;
     let path = strip_fifo_scheme(path)?;
     let fifo = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(Error::io(format!("open stdin fifo {path}")))?;
-    let (container, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut from = pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin fifo"))?;
-    let mut to = pipe::Sender::from_owned_fd(writer).map_err(Error::io("stdin pipe"))?;
     let (close, mut closed) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         tokio::select! {
@@ -104,14 +113,62 @@ fn open_input(path: &str) -> Result<(OwnedFd, StdinCopy)> {
                 }
             }
         }
+        if let Some(trailer) = trailer {
+            let _ = to.write_all(trailer).await;
+        }
     });
-    Ok((
-        container,
-        StdinCopy {
-            close: Some(close),
-            _task: AbortOnDrop(task.abort_handle()),
-        },
-    ))
+    Ok(StdinCopy {
+        close: Some(close),
+        _task: AbortOnDrop(task.abort_handle()),
+    })
+}
+
+/// Where a terminal's output goes: containerd's stdout fifo, a `file://`
+/// log, or nowhere.
+pub enum Sink {
+    Fifo(tokio::net::unix::pipe::Sender),
+    File(std::fs::File),
+    Discard,
+}
+
+impl Sink {
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            Sink::Fifo(f) => f.write_all(data).await,
+            Sink::File(f) => f.write_all(data),
+            Sink::Discard => Ok(()),
+        }
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Fifo(f) => f.flush().await,
+            Sink::File(_) | Sink::Discard => Ok(()),
+        }
+    }
+}
+
+/// Opens the output that `uri` names for the shim to write into.
+pub fn open_sink(uri: &str) -> Result<Sink> {
+    if uri.is_empty() {
+        return Ok(Sink::Discard);
+    }
+    if uri.starts_with("file://") {
+        let mut held = Held::default();
+        return Ok(match open_output(uri, &mut held)? {
+            Some(fd) => Sink::File(fd.into()),
+            None => Sink::Discard,
+        });
+    }
+    let path = strip_fifo_scheme(uri)?;
+    // Read-write: opening never blocks, and a client that goes away does not
+    // turn into SIGPIPE or EPIPE while the process still writes.
+    let fifo = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(path)
+        .map_err(Error::io(format!("open output fifo {path}")))?;
+    Ok(Sink::Fifo(fifo))
 }
 
 fn open_output(uri: &str, held: &mut Held) -> Result<Option<OwnedFd>> {
@@ -244,10 +301,6 @@ mod tests {
         assert_eq!(std::fs::read(&log).unwrap(), b"x");
         let err = open("", "binary:///bin/logger", "", false).unwrap_err();
         assert!(err.to_string().contains("binary://"), "{err}");
-        assert!(open("", "", "", true)
-            .unwrap_err()
-            .to_string()
-            .contains("terminal"));
         let err = open("", "/nonexistent/fifo", "", false).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/fifo"), "{err}");
     }

@@ -16,7 +16,9 @@ mod stop;
 use std::sync::Mutex;
 
 use barge_executor::entrypoint::{self, Kind};
-use barge_executor::{CleanupContext, Container, CreateContext, Error, Executor, Fit, Result};
+use barge_executor::{
+    CleanupContext, Container, CreateContext, Error, ExecContext, Executor, Fit, Result,
+};
 
 pub use cache::Cache;
 pub use guest::RUNS;
@@ -88,17 +90,7 @@ impl Executor for Wasm {
             _ => Wasm::source(&ctx).map_err(Error::InvalidArgument)?,
         };
         let settings = Settings::resolve(ctx.spec, ctx.options)?;
-        let wasm = &ctx.options.wasm;
-        let cache = match Cache::open(&wasm.cache_dir, wasm.cache_max_mb) {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!(
-                    "wasm cache {} unusable, compiling without it: {e}",
-                    wasm.cache_dir.display()
-                );
-                None
-            }
-        };
+        let cache = open_cache(ctx.options);
         log::info!(
             "wasm {}: running {} with preopens {:?}",
             ctx.id,
@@ -106,10 +98,59 @@ impl Executor for Wasm {
             settings.preopens
         );
         let guest = Guest::new(ctx.id, source, settings, cache);
-        barge_native::create_with(ctx, guest)
+        let execs = exec_workload(&ctx);
+        barge_native::create_with(ctx, guest, execs)
     }
 
     fn cleanup(&self, ctx: &CleanupContext<'_>) -> Result<()> {
         barge_native::cleanup(ctx)
     }
+}
+
+fn open_cache(options: &barge_executor::Options) -> Option<Cache> {
+    let wasm = &options.wasm;
+    match Cache::open(&wasm.cache_dir, wasm.cache_max_mb) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!(
+                "wasm cache {} unusable, compiling without it: {e}",
+                wasm.cache_dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// What an exec into a Wasm container runs, by the rule that chose the
+/// container's executor: a Wasm module or component under wasmtime, with
+/// the exec's own args and env and the container's sandbox settings; an
+/// ELF binary or script as a native process.
+fn exec_workload(ctx: &CreateContext<'_>) -> barge_native::ExecWorkload {
+    let id = ctx.id.to_string();
+    let bundle = ctx.bundle.to_path_buf();
+    let spec = ctx.spec.clone();
+    let options = ctx.options.clone();
+    Box::new(move |exec: &ExecContext<'_>| {
+        let mut spec = spec.clone();
+        spec.set_process(Some(exec.process.clone()));
+        let found = entrypoint::find(&bundle, &spec).map_err(Error::InvalidArgument)?;
+        match found.kind {
+            Kind::Elf | Kind::Script => Ok(barge_native::Workload::boxed(barge_native::Exec)),
+            Kind::WasmModule | Kind::WasmText => {
+                let settings = Settings::resolve(&spec, &options)?;
+                log::info!(
+                    "wasm {id}: exec {} runs {} under wasmtime",
+                    exec.exec_id,
+                    found.path.display()
+                );
+                let guest = Guest::new(&id, Source::File(found.path), settings, open_cache(&options));
+                Ok(barge_native::Workload::boxed(guest))
+            }
+            Kind::Unknown(_) => Err(Error::InvalidArgument(format!(
+                "cannot exec {}: it is {}; an exec runs ELF executables, #! scripts and WebAssembly",
+                found.path.display(),
+                found.kind
+            ))),
+        }
+    })
 }
