@@ -15,7 +15,7 @@ test: deps build lint wasm-fixtures
 	$(CARGO) test --release -p barge-integration
 
 ## bench: speed and memory of barge next to containerd-shim-runc-v2 (BENCH_QUICK=1: short;
-##        BENCH_CONTAINERD=1.6|1.7|2.1). Results in target/bench/results.{json,md}
+##        BENCH_CONTAINERD=1.6|1.7|2.1|2.3). Results in target/bench/results.{json,md}
 bench: deps build wasm-fixtures
 	$(CARGO) run --release -p barge-integration --bin barge-bench
 

@@ -7,9 +7,12 @@
 #    with `dpkg -x` under /opt/barge-test/<prefix>/root; <prefix>/bin holds
 #    symlinks, <prefix>/VERSION the Debian package version.  Nothing from
 #    trixie/sid is installed into the system.
+#  * containerd 2.3 from ../shared/tools/containerd-2.3.4.tar.xz (next to the
+#    checkout) into /opt/barge-test/containerd-2.3/bin, VERSION 2.3.4.
 #
 # Idempotent: a prefix whose VERSION and bin/ are in place is left alone.
 # BARGE_REFRESH=1 re-fetches trixie/sid and re-extracts everything.
+# BARGE_TOOLS overrides where containerd 2.3's tarball is looked for.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -110,6 +113,36 @@ fetch docker-28      sid    docker.io  docker-cli "$DOCKER_BINS" '28.*'
 # dockerd looks for docker-init (for --init) next to itself / on PATH.
 for p in docker-26 docker-28; do ln -sfn /usr/bin/tini-static "$OPT/$p/bin/docker-init"; done
 
+# containerd 2.3 = the build in the checkout's ../shared/tools (no Debian
+# suite has it): unpacked into a temporary prefix, then moved into place.
+CTRD23_TAR=containerd-2.3.4.tar.xz
+CTRD23_VERSION=2.3.4
+TOOLS=${BARGE_TOOLS:-$(realpath -m "$(dirname "$0")/../../../shared/tools")}
+unpack_containerd23() {
+  local dir=$OPT/containerd-2.3 ok=1 b
+  [ "$(cat "$dir/VERSION" 2>/dev/null)" = "$CTRD23_VERSION" ] || ok=0
+  for b in $CTRD_BINS; do [ -x "$dir/bin/$b" ] || ok=0; done
+  if [ "$ok" = 1 ] && [ "$REFRESH" != 1 ]; then return 0; fi
+  local tar=$TOOLS/$CTRD23_TAR
+  if [ ! -f "$tar" ]; then
+    echo "install.sh: $tar is missing: containerd 2.3 comes from the shared/ folder next to the checkout (../shared/tools; BARGE_TOOLS overrides)" >&2
+    exit 1
+  fi
+  log "containerd-2.3: $CTRD23_TAR from $TOOLS"
+  local tmp; tmp=$(mktemp -d "$OPT/.containerd-2.3.XXXXXX")
+  mkdir -p "$tmp/bin"
+  if ! xz -dc "$tar" | tar -x -C "$tmp/bin"; then
+    rm -rf "$tmp"; echo "install.sh: cannot unpack $tar" >&2; exit 1
+  fi
+  for b in $CTRD_BINS; do
+    [ -x "$tmp/bin/$b" ] || { rm -rf "$tmp"; echo "install.sh: $b is not in $tar" >&2; exit 1; }
+  done
+  echo "$CTRD23_VERSION" >"$tmp/VERSION"
+  chmod 755 "$tmp"
+  rm -rf "$dir"; mv "$tmp" "$dir"
+}
+unpack_containerd23
+
 # containerd 1.6 = Debian 12's own.
 mkdir -p "$OPT/containerd-1.6/bin"
 for b in $CTRD_BINS; do ln -sfn "/usr/bin/$b" "$OPT/containerd-1.6/bin/$b"; done
@@ -121,7 +154,7 @@ fail=0
 check() {  # print the first line of "$@" that has a version number
   local out; out=$("$@" 2>&1 | grep -m1 -E '[0-9]+\.[0-9]+\.[0-9]' | sed 's/^[[:space:]]*//' || true)
   if [ -n "$out" ]; then printf '  %-42s %s\n' "${1#"$OPT"/}" "$out"; else printf '  %-42s FAILED\n' "$1"; fail=1; fi; }
-for p in containerd-1.6 containerd-1.7 containerd-2.1; do
+for p in containerd-1.6 containerd-1.7 containerd-2.1 containerd-2.3; do
   echo "$p ($(cat "$OPT/$p/VERSION"))"
   check "$OPT/$p/bin/containerd" --version
   check "$OPT/$p/bin/ctr" --version

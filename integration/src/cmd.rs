@@ -198,13 +198,25 @@ impl Cmd {
             .join(" ")
     }
 
+    /// The timeout of this command.
+    pub fn timeout_of(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The program, args and env as a `std::process::Command`, with nothing
+    /// else set (for a caller that sets up stdio itself, like the pty driver).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
     /// Starts the command in its own process group, with piped output.
     pub fn spawn(self) -> Result<Running> {
         let cmdline = self.cmdline();
-        let mut c = Command::new(&self.program);
-        c.args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
+        let mut c = self.command();
+        c.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
         c.stdin(if self.stdin.is_some() {

@@ -41,6 +41,47 @@ pub const IMAGE: &str = "docker.io/library/busybox:latest";
 /// Where every containerd on the machine puts shim sockets.
 pub const SOCKET_DIR: &str = "/run/containerd/s";
 
+/// The environment of every `ctr`. On cgroup v1, ctr 2.2 and later prints
+/// a cgroup v1 deprecation warning on its stderr for every command that
+/// talks to containerd, which would mix into the container's stderr that
+/// the cases read; this turns it off (ctr parses the value as a bool).
+pub const CTR_ENV: &[(&str, &str)] = &[("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")];
+
+/// A private containerd's config: its own root, state, gRPC socket (and
+/// ttrpc next to it) and log level, CRI off. Version 4 moved the server
+/// addresses into the server plugins' tables; containerd 2.3 ignores the
+/// old `[grpc]` table of a version 4 file and listens on the machine's
+/// default socket.
+fn config_toml(version: u32, root: &Path, state: &Path, sock: &Path, level: &str) -> String {
+    let (grpc, ttrpc) = if version >= 4 {
+        (
+            "[plugins.\"io.containerd.server.v1.grpc\"]",
+            "[plugins.\"io.containerd.server.v1.ttrpc\"]",
+        )
+    } else {
+        ("[grpc]", "[ttrpc]")
+    };
+    format!(
+        "version = {version}\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n{grpc}\n  address = \"{}\"\n\n{ttrpc}\n  address = \"{}.ttrpc\"\n\n[debug]\n  level = \"{level}\"\n",
+        root.display(),
+        state.display(),
+        sock.display(),
+        sock.display(),
+    )
+}
+
+/// The config file version that containerd `version` (`1.6`, `2.3`, ...)
+/// reads without migrating it: 2 for 1.x, 3 for 2.0 to 2.2, 4 from 2.3 on
+/// (2.3 still reads 3, but logs a warning that it migrated it).
+pub fn config_version(version: &str) -> u32 {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    match (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) {
+        (0 | 1, _) => 2,
+        (2, 0..=2) => 3,
+        _ => 4,
+    }
+}
+
 /// The socket a shim binds for a group, as both runc-v2 and barge name it.
 pub fn shim_socket(grpc_address: &str, namespace: &str, group: &str) -> PathBuf {
     let digest = Sha256::digest(format!("{grpc_address}/{namespace}/{group}").as_bytes());
@@ -106,6 +147,15 @@ pub fn remove_leftovers(
     crate::sys::kill_all(&pids, std::time::Duration::from_secs(1));
     kill_cgroup_members(cgroups);
     crate::sys::remove_cgroups(cgroups);
+    // A wedged shim makes `tasks rm -f`, and so `containers rm`, fail until
+    // containerd has cleaned up after the shim it just lost: try again.
+    if !pids.is_empty() {
+        let _ = poll("the namespace to be empty", Duration::from_secs(5), || {
+            cd.force_clean_namespace(ns);
+            let (tasks, containers) = cd.leftovers(ns)?;
+            Ok((tasks.is_empty() && containers.is_empty()).then_some(()))
+        });
+    }
     for m in mounts {
         crate::sys::unmount_under(m);
     }
@@ -279,7 +329,7 @@ fn collect_procs(d: &Path, out: &mut Vec<u32>) {
 
 /// A running private containerd.
 pub struct Containerd {
-    /// `1.6`, `1.7` or `2.1`.
+    /// `1.6`, `1.7`, `2.1` or `2.3`.
     pub version: String,
     pub dirs: Dirs,
     pub prefix: PathBuf,
@@ -307,19 +357,12 @@ impl Containerd {
         create_dirs(&[&dirs.run, &state_dir, &root_dir, &bin_dir])?;
         std::os::unix::fs::symlink(shim, bin_dir.join(SHIM_NAME))?;
         let sock = dirs.run.join("containerd.sock");
-        let config_version = if version.starts_with('1') { 2 } else { 3 };
         let level = if std::env::var_os("BARGE_IT_DEBUG").is_some() {
             "debug"
         } else {
             "info"
         };
-        let config = format!(
-            "version = {config_version}\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n[grpc]\n  address = \"{}\"\n\n[ttrpc]\n  address = \"{}.ttrpc\"\n\n[debug]\n  level = \"{level}\"\n",
-            root_dir.display(),
-            state_dir.display(),
-            sock.display(),
-            sock.display(),
-        );
+        let config = config_toml(config_version(version), &root_dir, &state_dir, &sock, level);
         let config_path = dirs.run.join("config.toml");
         std::fs::write(&config_path, config)?;
         let log_path = dirs.run.join("containerd.log");
@@ -371,14 +414,12 @@ impl Containerd {
         let mut child = command
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
-        let ctr = self.ctr_bin();
         let ready = poll("containerd to answer", Duration::from_secs(30), || {
             if let Some(status) = child.try_wait()? {
                 bail!("containerd exited with {status}");
             }
-            let out = Cmd::new(&ctr)
-                .arg("-a")
-                .arg(&self.sock)
+            let out = self
+                .ctr_cmd()
                 .arg("version")
                 .timeout(Duration::from_secs(5))
                 .run()?;
@@ -457,13 +498,18 @@ impl Containerd {
             .insert((ns.to_string(), group.to_string()));
     }
 
+    /// `ctr -a <sock>`, with [`CTR_ENV`].
+    fn ctr_cmd(&self) -> Cmd {
+        let mut c = Cmd::new(self.ctr_bin());
+        for (k, v) in CTR_ENV {
+            c = c.env(k, v);
+        }
+        c.arg("-a").arg(&self.sock)
+    }
+
     /// `ctr -a <sock> -n <ns>`.
     pub fn ctr(&self, ns: &str) -> Cmd {
-        Cmd::new(self.ctr_bin())
-            .arg("-a")
-            .arg(&self.sock)
-            .arg("-n")
-            .arg(ns)
+        self.ctr_cmd().arg("-n").arg(ns)
     }
 
     pub fn import_image(&self, ns: &str) -> Result<()> {
@@ -632,6 +678,42 @@ mod tests {
             "unix:///run/barge-it/d26/docker.sock",
             "/run/barge-it/d26"
         ));
+    }
+
+    #[test]
+    fn config_versions() {
+        assert_eq!(config_version("1.6"), 2);
+        assert_eq!(config_version("1.7"), 2);
+        assert_eq!(config_version("2.1"), 3);
+        assert_eq!(config_version("2.3"), 4);
+        assert_eq!(config_version("2.4"), 4);
+    }
+
+    #[test]
+    fn config_puts_the_socket_where_each_version_reads_it() {
+        let (root, state, sock) = (Path::new("/r"), Path::new("/s"), Path::new("/x.sock"));
+        let v3 = config_toml(3, root, state, sock, "info");
+        assert!(v3.starts_with("version = 3\n"), "{v3}");
+        assert!(v3.contains("[grpc]\n  address = \"/x.sock\"\n"), "{v3}");
+        assert!(
+            v3.contains("[ttrpc]\n  address = \"/x.sock.ttrpc\"\n"),
+            "{v3}"
+        );
+        let v4 = config_toml(4, root, state, sock, "debug");
+        assert!(
+            v4.contains("[plugins.\"io.containerd.server.v1.grpc\"]\n  address = \"/x.sock\"\n"),
+            "{v4}"
+        );
+        assert!(
+            v4.contains(
+                "[plugins.\"io.containerd.server.v1.ttrpc\"]\n  address = \"/x.sock.ttrpc\"\n"
+            ),
+            "{v4}"
+        );
+        assert!(
+            !v4.contains("[grpc]") && v4.contains("level = \"debug\""),
+            "{v4}"
+        );
     }
 
     #[test]

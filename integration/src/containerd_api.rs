@@ -1,9 +1,18 @@
-//! The one containerd call the tests make through the gRPC API rather than
+//! The containerd calls the tests make through the gRPC API rather than
 //! ctr: Containers.Create, for images whose config ctr refuses to read (the
-//! CNCF Wasm artifact), as a CRI client would create them.
+//! CNCF Wasm artifact), as a CRI client would create them; and the Tasks
+//! calls of a process's life (Exec, Start, Wait, Kill, CloseIO,
+//! DeleteProcess, Delete, Get), as containerd's Go client makes them. The messages are
+//! declared by hand, with only the fields the tests use.
+
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::cmd;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct CreateContainerRequest {
@@ -44,6 +53,337 @@ struct Any {
     value: Vec<u8>,
 }
 
+/// `google.protobuf.Empty`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Empty {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExecProcessRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+    #[prost(string, tag = "2")]
+    stdin: String,
+    #[prost(string, tag = "3")]
+    stdout: String,
+    #[prost(string, tag = "4")]
+    stderr: String,
+    #[prost(bool, tag = "5")]
+    terminal: bool,
+    #[prost(message, optional, tag = "6")]
+    spec: Option<Any>,
+    #[prost(string, tag = "7")]
+    exec_id: String,
+}
+
+/// Start, Wait, DeleteProcess and Get all name a process this way (an
+/// empty `exec_id` is the init).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProcessRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+    #[prost(string, tag = "2")]
+    exec_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StartResponse {
+    #[prost(uint32, tag = "1")]
+    pid: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct WaitResponse {
+    #[prost(uint32, tag = "1")]
+    exit_status: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct KillRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+    #[prost(string, tag = "2")]
+    exec_id: String,
+    #[prost(uint32, tag = "3")]
+    signal: u32,
+    #[prost(bool, tag = "4")]
+    all: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CloseIoRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+    #[prost(string, tag = "2")]
+    exec_id: String,
+    #[prost(bool, tag = "3")]
+    stdin: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeleteTaskRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+}
+
+/// What Delete and DeleteProcess answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Deleted {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(uint32, tag = "2")]
+    pub pid: u32,
+    #[prost(uint32, tag = "3")]
+    pub exit_status: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetResponse {
+    #[prost(message, optional, tag = "1")]
+    process: Option<Process>,
+}
+
+/// `containerd.v1.types.Process`, as Tasks.Get answers it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Process {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "2")]
+    pub id: String,
+    #[prost(uint32, tag = "3")]
+    pub pid: u32,
+    /// `containerd.v1.types.Status`: see [`status`].
+    #[prost(int32, tag = "4")]
+    pub status: i32,
+    #[prost(string, tag = "5")]
+    pub stdin: String,
+    #[prost(string, tag = "6")]
+    pub stdout: String,
+    #[prost(string, tag = "7")]
+    pub stderr: String,
+    #[prost(bool, tag = "8")]
+    pub terminal: bool,
+    #[prost(uint32, tag = "9")]
+    pub exit_status: u32,
+}
+
+/// The values of `containerd.v1.types.Status`.
+pub mod status {
+    pub const CREATED: i32 = 1;
+    pub const RUNNING: i32 = 2;
+    pub const STOPPED: i32 = 3;
+}
+
+/// The type URL containerd's client gives an OCI process spec.
+const PROCESS_SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// The stdio paths of a process (empty: none).
+#[derive(Debug, Clone, Default)]
+pub struct Stdio {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// How long one call may take, within the case deadline.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to containerd's gRPC API, for one namespace. Every call is
+/// cut short by the case deadline (and fails with `DeadlineExceeded`).
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    channel: Channel,
+    ns: AsciiMetadataValue,
+}
+
+impl Client {
+    /// Connects to containerd at `address` (a socket path).
+    pub fn connect(address: &str, ns: &str) -> Result<Client> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("unix://{address}"))?;
+        let channel = rt.block_on(endpoint.connect())?;
+        Ok(Client {
+            rt,
+            channel,
+            ns: AsciiMetadataValue::try_from(ns)?,
+        })
+    }
+
+    fn unary<Req, Resp>(&self, path: &'static str, req: Req) -> Result<Resp, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let end = cmd::bounded(CALL_TIMEOUT);
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let mut req = tonic::Request::new(req);
+        req.metadata_mut()
+            .insert("containerd-namespace", self.ns.clone());
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        let call = async {
+            grpc.ready()
+                .await
+                .map_err(|e| Status::unavailable(format!("connection: {e}")))?;
+            grpc.unary(req, http::uri::PathAndQuery::from_static(path), codec)
+                .await
+        };
+        let left = end.saturating_duration_since(Instant::now());
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(left, call).await })
+        {
+            Ok(r) => r.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{path} did not answer within {left:?}"
+            ))),
+        }
+    }
+
+    /// Tasks.Exec: creates process `exec_id` from `spec` (a JSON OCI
+    /// process) in the container's task; nothing runs until Start.
+    pub fn exec(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        spec: &serde_json::Value,
+        stdio: &Stdio,
+    ) -> Result<(), Status> {
+        let value = serde_json::to_vec(spec).map_err(|e| Status::internal(e.to_string()))?;
+        let req = ExecProcessRequest {
+            container_id: container_id.into(),
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            terminal: false,
+            spec: Some(Any {
+                type_url: PROCESS_SPEC_TYPE.into(),
+                value,
+            }),
+            exec_id: exec_id.into(),
+        };
+        self.unary::<_, Empty>("/containerd.services.tasks.v1.Tasks/Exec", req)
+            .map(drop)
+    }
+
+    /// Tasks.Start of a process; answers its pid.
+    pub fn start(&self, container_id: &str, exec_id: &str) -> Result<u32, Status> {
+        self.unary::<_, StartResponse>(
+            "/containerd.services.tasks.v1.Tasks/Start",
+            process_request(container_id, exec_id),
+        )
+        .map(|r| r.pid)
+    }
+
+    /// Tasks.Wait: blocks until the process has exited; answers its exit
+    /// status.
+    pub fn wait(&self, container_id: &str, exec_id: &str) -> Result<u32, Status> {
+        self.unary::<_, WaitResponse>(
+            "/containerd.services.tasks.v1.Tasks/Wait",
+            process_request(container_id, exec_id),
+        )
+        .map(|r| r.exit_status)
+    }
+
+    /// Tasks.Kill of one process.
+    pub fn kill(&self, container_id: &str, exec_id: &str, signal: i32) -> Result<(), Status> {
+        let req = KillRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            signal: signal as u32,
+            all: false,
+        };
+        self.unary::<_, Empty>("/containerd.services.tasks.v1.Tasks/Kill", req)
+            .map(drop)
+    }
+
+    /// Tasks.CloseIO: closes the process's stdin, as the Go client's
+    /// `CloseIO(WithStdinCloser)` does.
+    pub fn close_stdin(&self, container_id: &str, exec_id: &str) -> Result<(), Status> {
+        let req = CloseIoRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            stdin: true,
+        };
+        self.unary::<_, Empty>("/containerd.services.tasks.v1.Tasks/CloseIO", req)
+            .map(drop)
+    }
+
+    /// Tasks.DeleteProcess of an exec.
+    pub fn delete_process(&self, container_id: &str, exec_id: &str) -> Result<Deleted, Status> {
+        self.unary(
+            "/containerd.services.tasks.v1.Tasks/DeleteProcess",
+            process_request(container_id, exec_id),
+        )
+    }
+
+    /// Tasks.Delete of a container's task.
+    pub fn delete_task(&self, container_id: &str) -> Result<Deleted, Status> {
+        let req = DeleteTaskRequest {
+            container_id: container_id.into(),
+        };
+        self.unary("/containerd.services.tasks.v1.Tasks/Delete", req)
+    }
+
+    /// Tasks.Get of a process, as the Go client's LoadProcess asks for it.
+    pub fn get(&self, container_id: &str, exec_id: &str) -> Result<Process, Status> {
+        let r: GetResponse = self.unary(
+            "/containerd.services.tasks.v1.Tasks/Get",
+            process_request(container_id, exec_id),
+        )?;
+        r.process
+            .ok_or_else(|| Status::internal("Tasks.Get answered no process"))
+    }
+
+    fn create_container(&self, c: &NewContainer<'_>) -> Result<(), Status> {
+        let (snapshotter, snapshot_key) = c.snapshot.unwrap_or_default();
+        let req = CreateContainerRequest {
+            container: Some(Container {
+                id: c.id.into(),
+                image: c.image.into(),
+                runtime: Some(Runtime {
+                    name: c.runtime.into(),
+                }),
+                spec: Some(Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                    value: c.spec.to_vec(),
+                }),
+                snapshotter: snapshotter.into(),
+                snapshot_key: snapshot_key.into(),
+            }),
+        };
+        self.unary::<_, CreateContainerResponse>(
+            "/containerd.services.containers.v1.Containers/Create",
+            req,
+        )
+        .map(drop)
+    }
+}
+
+fn process_request(container_id: &str, exec_id: &str) -> ProcessRequest {
+    ProcessRequest {
+        container_id: container_id.into(),
+        exec_id: exec_id.into(),
+    }
+}
+
+/// Fails unless `result` is an error with `code`; answers its message.
+pub fn expect_code<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, Status>,
+    code: Code,
+) -> Result<String> {
+    match result {
+        Err(s) if s.code() == code => Ok(s.message().to_string()),
+        Err(s) => bail!(
+            "{what}: expected {code:?}, got {:?}: {}",
+            s.code(),
+            s.message()
+        ),
+        Ok(v) => bail!("{what}: expected {code:?}, but it succeeded: {v:?}"),
+    }
+}
+
 /// A container record to create.
 pub struct NewContainer<'a> {
     pub id: &'a str,
@@ -57,42 +397,9 @@ pub struct NewContainer<'a> {
 
 /// Containers.Create in namespace `ns`.
 pub fn create_container(address: &str, ns: &str, c: &NewContainer<'_>) -> Result<()> {
-    let id = c.id;
-    let (snapshotter, snapshot_key) = c.snapshot.unwrap_or_default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("unix://{address}"))?
-            .connect()
-            .await?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await?;
-        let mut req = tonic::Request::new(CreateContainerRequest {
-            container: Some(Container {
-                id: id.into(),
-                image: c.image.into(),
-                runtime: Some(Runtime {
-                    name: c.runtime.into(),
-                }),
-                spec: Some(Any {
-                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-                    value: c.spec.to_vec(),
-                }),
-                snapshotter: snapshotter.into(),
-                snapshot_key: snapshot_key.into(),
-            }),
-        });
-        req.metadata_mut()
-            .insert("containerd-namespace", AsciiMetadataValue::try_from(ns)?);
-        let codec =
-            tonic_prost::ProstCodec::<CreateContainerRequest, CreateContainerResponse>::default();
-        let path = http::uri::PathAndQuery::from_static(
-            "/containerd.services.containers.v1.Containers/Create",
-        );
-        match grpc.unary(req, path, codec).await {
-            Ok(_) => Ok(()),
-            Err(status) => bail!("Containers.Create {id}: {status}"),
-        }
-    })
+    let client = Client::connect(address, ns)?;
+    match client.create_container(c) {
+        Ok(()) => Ok(()),
+        Err(status) => bail!("Containers.Create {}: {status}", c.id),
+    }
 }

@@ -173,7 +173,7 @@ pub fn cases() -> Vec<CtrCase> {
         })
         .collect();
     type Custom = (&'static str, fn(&CtrCtx) -> Result<()>);
-    let custom: [Custom; 27] = [
+    let custom: [Custom; 28] = [
         ("no-runtime-options", no_runtime_options),
         ("stdin", stdin),
         ("large-output", large_output),
@@ -193,6 +193,7 @@ pub fn cases() -> Vec<CtrCase> {
         ("shim-crash", shim_crash),
         ("containerd-restart", containerd_restart),
         ("unsupported-operations", unsupported_operations),
+        ("pause-resume", pause_resume),
         ("bad-spec-json", bad_spec_json),
         ("spec-without-process", spec_without_process),
         ("missing-rootfs", missing_rootfs),
@@ -206,6 +207,8 @@ pub fn cases() -> Vec<CtrCase> {
         name,
         run: Box::new(f),
     }));
+    v.extend(crate::tty_cases::cases());
+    v.extend(crate::exec_cases::cases());
     v
 }
 
@@ -715,29 +718,81 @@ fn containerd_restart(ctx: &CtrCtx) -> Result<()> {
 }
 
 fn unsupported_operations(ctx: &CtrCtx) -> Result<()> {
-    // Not implemented yet: each must say so, and the container lives on.
+    // Not implemented yet: it must say so, and the container lives on.
+    // containerd's client pauses the task around Checkpoint, and resumes it.
     let id = ctx.id("");
     let task = ctx.start_sleeper(ctx.run(&id), &id)?;
-    // containerd 1.6/1.7 turn a failed Stats into "no metrics received".
-    let calls: [(&[&str], &[&str]); 4] = [
-        (&["tasks", "pause", &id], &["implement"]),
-        (&["tasks", "resume", &id], &["implement"]),
-        (
-            &["tasks", "exec", "--exec-id", "probe", &id, "true"],
-            &["implement"],
-        ),
-        (&["tasks", "metrics", &id], &[]),
-    ];
-    for (args, needles) in calls {
-        let out = ctx.ctr().args(args).run()?;
-        must_fail(out, needles).with_context(|| args.join(" "))?;
-    }
+    let args = ["tasks", "checkpoint", id.as_str()];
+    let out = ctx.ctr().args(args).run()?;
+    must_fail(out, &["implement"]).with_context(|| args.join(" "))?;
     let now = ctx.task(&id)?.context("task gone")?;
     ensure!(
         now.status == "RUNNING" && sys::alive(task.pid),
         "after the calls: {now:?}"
     );
     ctx.kill_and_remove(&id)?;
+    Ok(())
+}
+
+/// A counter that the container's init writes ten times a second.
+const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+
+/// Pause and resume through the freezer, as under runc-v2: the state is
+/// PAUSED, the counter stops, an exec is refused, and after Resume it goes
+/// on. Then Stats, and a paused container that is killed.
+fn pause_resume(ctx: &CtrCtx) -> Result<()> {
+    let id = ctx.id("");
+    let rid = ctx.id("runc");
+    ctx.run(&id).detach().args(["sh", "-c", COUNTER]).ok()?;
+    ctx.run(&rid)
+        .runc()
+        .detach()
+        .args(["sh", "-c", COUNTER])
+        .ok()?;
+    for (who, id) in [("runc-v2", rid.as_str()), ("barge", id.as_str())] {
+        let task = ctx.wait_status(id, "RUNNING")?;
+        ctx.wait_file(task.pid, "/tmp/count")?;
+        let count = || -> Result<u64> {
+            let text = std::fs::read_to_string(format!("/proc/{}/root/tmp/count", task.pid))?;
+            Ok(text.trim().parse().unwrap_or(0))
+        };
+        ctx.ctr().args(["tasks", "pause", id]).ok()?;
+        ctx.wait_status(id, "PAUSED").context(who)?;
+        let frozen = count()?;
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(count()? == frozen, "{who}: the counter moved while paused");
+        let exec = ctx
+            .ctr()
+            .args(["tasks", "exec", "--exec-id", "paused", id, "true"])
+            .run()?;
+        ensure!(
+            !exec.success(),
+            "{who}: an exec into a paused container ran"
+        );
+        ctx.ctr().args(["tasks", "resume", id]).ok()?;
+        ctx.wait_status(id, "RUNNING").context(who)?;
+        poll("the counter to go on", Duration::from_secs(5), || {
+            Ok((count()? > frozen).then_some(()))
+        })
+        .context(who)?;
+        // Stats: the metrics name the memory and pids of the cgroup.
+        let metrics = ctx.ctr().args(["tasks", "metrics", id]).ok()?;
+        for field in ["memory.usage_in_bytes", "pids.current"] {
+            ensure!(
+                metrics.stdout.contains(field),
+                "{who}: `ctr task metrics` lacks {field}: {}",
+                metrics.describe()
+            );
+        }
+        // A paused container can still be killed, and then deleted.
+        ctx.ctr().args(["tasks", "pause", id]).ok()?;
+        ctx.ctr()
+            .args(["tasks", "kill", "-s", "SIGKILL", id])
+            .ok()?;
+        ctx.wait_status(id, "STOPPED").context(who)?;
+        let rm = ctx.kill_and_remove(id)?;
+        ensure!(rm.all().contains("137"), "{who}: {}", rm.describe());
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Environment: `BARGE_SHIM` (the shim binary), `BARGE_IT_CONTAINERD`
-//! (`1.6,1.7,2.1`), `BARGE_IT_DOCKER` (`26,28`), `BARGE_IT_EXECUTORS`
+//! (`1.6,1.7,2.1,2.3`), `BARGE_IT_DOCKER` (`26,28`), `BARGE_IT_EXECUTORS`
 //! (`native,oci-binary,wasm`), `BARGE_IT_FILTER` (a substring of case names),
 //! `BARGE_IT_DEBUG` (containerd at debug level), `BARGE_IT_LOG_DIR` (where
 //! daemon logs are kept).
@@ -81,7 +81,7 @@ fn run(r: &mut Runner) -> i32 {
         Executor::Wasm => &wasm_ctr_cases,
         _ => &busybox_cases,
     };
-    for version in env_list("BARGE_IT_CONTAINERD", "1.6,1.7,2.1") {
+    for version in env_list("BARGE_IT_CONTAINERD", "1.6,1.7,2.1,2.3") {
         let prefix = format!("c{version}");
         let names: Vec<String> = executors
             .iter()

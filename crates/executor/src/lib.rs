@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
-pub use oci_spec::runtime::{Process, Spec};
+pub use oci_spec::runtime::{LinuxResources, Process, Spec};
 pub use options::{ExecutorChoice, Options, WasmOptions, DEFAULT_WASM_CACHE_DIR};
 pub use select::Executors;
 
@@ -119,6 +119,13 @@ pub trait Container: Send {
     /// (or be reparented to it); the core signals, reaps and deletes it.
     fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32>;
 
+    /// Freezes (`true`) or thaws (`false`) every process in the container.
+    fn set_paused(&mut self, paused: bool) -> Result<()>;
+
+    /// Applies new resource limits to the running container's cgroup. A
+    /// value the kernel refuses is an error with the kernel's reason.
+    fn update(&mut self, resources: &LinuxResources) -> Result<()>;
+
     /// Removes the container: kills what is left, removes its cgroup and
     /// the executor's state. The rootfs mount belongs to the core.
     fn delete(&mut self) -> Result<()>;
@@ -154,4 +161,21 @@ pub fn next_serial() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SERIAL: AtomicU64 = AtomicU64::new(0);
     SERIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The descriptors this process has open.
+pub fn open_fds() -> Vec<i32> {
+    use std::os::fd::AsRawFd;
+    let Ok(mut dir) = nix::dir::Dir::open(
+        "/proc/self/fd",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return Vec::new();
+    };
+    let own = dir.as_raw_fd();
+    dir.iter()
+        .filter_map(|e| e.ok()?.file_name().to_str().ok()?.parse().ok())
+        .filter(|fd| *fd != own)
+        .collect()
 }

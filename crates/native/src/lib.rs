@@ -152,11 +152,14 @@ where
         .as_sibling(false);
     ensure_single_threaded("create a container")?;
     let oom = read_oom_score_adj();
+    let fds = barge_executor::open_fds();
     let built = builder.build();
     // libcontainer writes the container's oom_score_adj into the caller.
     restore_oom_score_adj(oom);
     let lc = built.map_err(|e| {
-        // A failed build can leave processes, a cgroup and state behind.
+        // A failed build can leave processes, a cgroup, state and the
+        // descriptors of its channels behind.
+        close_leaked(&fds);
         remove_leftovers(&root.join(ctx.id));
         Error::Runtime(format!("create container {}: {e}", ctx.id))
     })?;
@@ -194,6 +197,19 @@ fn remove_leftovers(dir: &Path) {
         Err(e) => log::warn!("load container state {}: {e}", dir.display()),
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// libcontainer 0.7 leaves the sockets of its channels open when a build
+/// fails in the container's process (4 per failed exec, seen here). The
+/// build ran alone on the shim's one thread, so every descriptor that is
+/// open now and was not before it is one of those.
+fn close_leaked(before: &[i32]) {
+    for fd in barge_executor::open_fds() {
+        if !before.contains(&fd) {
+            log::debug!("closing descriptor {fd} left by a failed libcontainer build");
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 fn read_oom_score_adj() -> Option<String> {
@@ -308,6 +324,7 @@ impl Workload {
 impl LcWorkload for Workload {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
         use libcontainer::workload::ExecutorError as E;
+        set_terminal_size(spec);
         if let Some(t) = &self.seccomp {
             let notify = libcontainer::seccomp::initialize_seccomp(&t.profile)
                 .map_err(|e| E::Other(format!("load the container's seccomp filter: {e}")))?;
@@ -338,6 +355,30 @@ impl LcWorkload for Workload {
     ) -> std::result::Result<(), libcontainer::workload::ExecutorSetEnvsError> {
         self.boxed.0.setup_envs(envs)
     }
+}
+
+/// An exec runs as soon as it is made, before the shim holds its
+/// terminal: the size the spec asks for (Docker's consoleSize) is set from
+/// inside, on the terminal that is now its stdin, as runc does.
+fn set_terminal_size(spec: &Spec) {
+    let Some(process) = spec.process().as_ref() else {
+        return;
+    };
+    let Some(size) = process
+        .console_size()
+        .filter(|_| process.terminal() == Some(true))
+    else {
+        return;
+    };
+    let size = libc::winsize {
+        ws_row: size.height().min(u16::MAX as u64) as u16,
+        ws_col: size.width().min(u16::MAX as u64) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a live local; fd 0 is the
+    // terminal libcontainer connected, or the call fails harmlessly.
+    unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &size as *const libc::winsize) };
 }
 
 /// The process an exec is made with, and the filter its workload loads:
@@ -407,20 +448,45 @@ impl Container for NativeContainer {
     }
 
     fn pids(&self) -> Result<Vec<u32>> {
-        let config = self
-            .lc
-            .spec()
-            .map_err(runtime_error("load container config"))?;
-        let manager = create_cgroup_manager(CgroupConfig {
-            cgroup_path: config.cgroup_path,
-            systemd_cgroup: self.systemd,
-            container_name: self.lc.id().to_string(),
-        })
-        .map_err(|e| Error::Runtime(format!("cgroup of {}: {e}", self.lc.id())))?;
-        let pids = manager
+        let pids = self
+            .cgroup()?
             .get_all_pids()
             .map_err(|e| Error::Runtime(format!("pids of {}: {e}", self.lc.id())))?;
         Ok(pids.into_iter().map(|p| p.as_raw() as u32).collect())
+    }
+
+    fn set_paused(&mut self, paused: bool) -> Result<()> {
+        let r = if paused {
+            self.lc.pause()
+        } else {
+            self.lc.resume()
+        };
+        r.map_err(|e| match e {
+            libcontainer::error::LibcontainerError::IncorrectStatus(status) => {
+                Error::FailedPrecondition(format!(
+                    "container {} cannot be {}: it is {status:?}",
+                    self.lc.id(),
+                    if paused { "paused" } else { "resumed" }
+                ))
+            }
+            e => Error::Runtime(format!(
+                "{} container {}: {e}",
+                if paused { "pause" } else { "resume" },
+                self.lc.id()
+            )),
+        })
+    }
+
+    fn update(&mut self, resources: &barge_executor::LinuxResources) -> Result<()> {
+        let opt = libcgroups::common::ControllerOpt {
+            resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        self.cgroup()?.apply(&opt).map_err(|e| {
+            Error::Runtime(format!("update container {}: {}", self.lc.id(), chain(&e)))
+        })
     }
 
     fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32> {
@@ -453,9 +519,13 @@ impl Container for NativeContainer {
                 .as_sibling(false);
             ensure_single_threaded("exec a process")?;
             let oom = read_oom_score_adj();
+            let fds = barge_executor::open_fds();
             let built = builder.build();
             restore_oom_score_adj(oom);
-            built.map_err(|e| exec_error(&id, ctx.exec_id, ctx.process, e))
+            built.map_err(|e| {
+                close_leaked(&fds);
+                exec_error(&id, ctx.exec_id, ctx.process, e)
+            })
         })();
         let _ = std::fs::remove_file(&process_file);
         let pid = built?;
@@ -471,6 +541,37 @@ impl Container for NativeContainer {
 }
 
 /// The error of a failed exec, naming the process.
+impl NativeContainer {
+    /// The container's cgroup, as libcontainer made it.
+    fn cgroup(&self) -> Result<libcgroups::common::AnyCgroupManager> {
+        let config = self
+            .lc
+            .spec()
+            .map_err(runtime_error("load container config"))?;
+        create_cgroup_manager(CgroupConfig {
+            cgroup_path: config.cgroup_path,
+            systemd_cgroup: self.systemd,
+            container_name: self.lc.id().to_string(),
+        })
+        .map_err(|e| Error::Runtime(format!("cgroup of {}: {e}", self.lc.id())))
+    }
+}
+
+/// An error with its causes, down to the kernel's reason.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 fn exec_error(
     id: &str,
     exec_id: &str,

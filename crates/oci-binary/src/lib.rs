@@ -258,6 +258,26 @@ impl Container for OciContainer {
         })
     }
 
+    fn set_paused(&mut self, paused: bool) -> Result<()> {
+        let verb = if paused { "pause" } else { "resume" };
+        let mut cmd = self.runtime.command(None);
+        cmd.arg(verb).arg(&self.id);
+        match self.runtime.run(verb, cmd) {
+            Ok(_) => Ok(()),
+            Err(RunError::Failed(f)) if f.is_not_found() => Err(Error::NotFound(f.to_string())),
+            Err(RunError::Failed(f)) => Err(Error::FailedPrecondition(f.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn update(&mut self, resources: &barge_executor::LinuxResources) -> Result<()> {
+        let json = serde_json::to_vec(resources).map_err(|e| Error::Runtime(e.to_string()))?;
+        let mut cmd = self.runtime.command(None);
+        cmd.arg("update").arg("--resources").arg("-").arg(&self.id);
+        self.runtime.run_with_input("update", cmd, Some(&json))?;
+        Ok(())
+    }
+
     fn delete(&mut self) -> Result<()> {
         delete_force(&self.runtime, &self.id)
     }

@@ -249,13 +249,35 @@ impl Runtime {
 
     /// Runs a command made by [`Runtime::command`] and waits for it; stdin is
     /// `/dev/null`, stdout and stderr are captured.
-    pub(crate) fn run(&self, subcommand: &str, mut cmd: Command) -> Result<Output, RunError> {
+    pub(crate) fn run(&self, subcommand: &str, cmd: Command) -> Result<Output, RunError> {
+        self.run_with_input(subcommand, cmd, None)
+    }
+
+    /// [`Runtime::run`], with `input` (if any) as the command's stdin.
+    pub(crate) fn run_with_input(
+        &self,
+        subcommand: &str,
+        mut cmd: Command,
+        input: Option<&[u8]>,
+    ) -> Result<Output, RunError> {
+        use std::io::Write;
         log::debug!("running {}", display_command(&cmd));
-        let output = cmd
-            .stdin(Stdio::null())
+        let spawned = cmd
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
+            .spawn();
+        let output = spawned
+            .and_then(|mut child| {
+                if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+                    stdin.write_all(data)?;
+                }
+                child.wait_with_output()
+            })
             .map_err(|e| RunError::Spawn(self.spawn_error(subcommand, e)))?;
         if output.status.success() {
             log_warnings(&self.name, &String::from_utf8_lossy(&output.stderr));

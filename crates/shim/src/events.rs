@@ -3,7 +3,8 @@
 use std::time::SystemTime;
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -36,6 +37,8 @@ pub enum Event {
     Oom(TaskOOM),
     ExecAdded(TaskExecAdded),
     ExecStarted(TaskExecStarted),
+    Paused(TaskPaused),
+    Resumed(TaskResumed),
 }
 
 impl Event {
@@ -48,6 +51,8 @@ impl Event {
             Event::Oom(_) => topics::TASK_OOM_EVENT_TOPIC,
             Event::ExecAdded(_) => topics::TASK_EXEC_ADDED_EVENT_TOPIC,
             Event::ExecStarted(_) => topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            Event::Paused(_) => topics::TASK_PAUSED_EVENT_TOPIC,
+            Event::Resumed(_) => topics::TASK_RESUMED_EVENT_TOPIC,
         }
     }
 
@@ -60,6 +65,8 @@ impl Event {
             Event::Oom(e) => e,
             Event::ExecAdded(e) => e,
             Event::ExecStarted(e) => e,
+            Event::Paused(e) => e,
+            Event::Resumed(e) => e,
         }
     }
 }

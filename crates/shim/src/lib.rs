@@ -20,6 +20,7 @@ mod server;
 mod spec;
 mod start;
 mod state;
+mod stats;
 mod stdio;
 mod task;
 

@@ -264,22 +264,6 @@ fn set_title(args: &[String]) {
 
 /// The descriptors open in this process, leaving out the one used to list
 /// them (its number is free again afterwards).
-fn open_fds() -> Vec<i32> {
-    use std::os::fd::AsRawFd;
-    let Ok(mut dir) = nix::dir::Dir::open(
-        "/proc/self/fd",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) else {
-        return Vec::new();
-    };
-    let own = dir.as_raw_fd();
-    dir.iter()
-        .filter_map(|e| e.ok()?.file_name().to_str().ok()?.parse().ok())
-        .filter(|fd| *fd != own)
-        .collect()
-}
-
 fn unsupported_import(label: &str, e: wasmtime::Error) -> String {
     format!(
         "{label} needs an import that barge does not provide: {e:#}. Guests may import \
@@ -378,7 +362,7 @@ impl Workload for Guest {
         // others, the write end of its own stdin pipe and never see EOF.
         // libcontainer is done with its channels by now. The runtime is
         // built first: tokio dups a descriptor of the shim's signal driver.
-        let inherited = open_fds();
+        let inherited = barge_executor::open_fds();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();

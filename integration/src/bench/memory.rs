@@ -129,6 +129,7 @@ pub fn run(b: &Bench) -> Result<Outcome> {
                 better: Better::Lower,
                 decimals: 2,
                 values: rss,
+                failed: BTreeMap::new(),
                 target: (!grouped).then_some(TARGET_RSS),
                 detail: detail.clone(),
             });
@@ -138,6 +139,7 @@ pub fn run(b: &Bench) -> Result<Outcome> {
                 better: Better::Lower,
                 decimals: 2,
                 values: pss,
+                failed: BTreeMap::new(),
                 target: None,
                 detail: json!({ "containers": n, "grouped": grouped }),
             });

@@ -52,10 +52,32 @@ pub struct Row {
     /// Variant key → value. A variant without a value was not measured
     /// (every run of it failed).
     pub values: BTreeMap<&'static str, f64>,
+    /// Variant key → why it could not be measured at all: its cells say
+    /// FAILED and the notes give the error.
+    pub failed: BTreeMap<&'static str, Failure>,
     /// The goal for barge/runc-v2, in the direction of `better`.
     pub target: Option<f64>,
     /// Raw data for the JSON file.
     pub detail: Value,
+}
+
+/// Why a variant has no value in a row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Failure {
+    pub error: String,
+    /// The shim answered UNIMPLEMENTED: barge does not support the
+    /// operation yet. Shown as failing, but it does not fail the run.
+    pub unsupported: bool,
+}
+
+impl Failure {
+    /// A failure, recognising the shim's UNIMPLEMENTED answer in `error`
+    /// (containerd turns it into "not implemented", ctr prints that).
+    pub fn from_error(error: String) -> Failure {
+        let lower = error.to_lowercase();
+        let unsupported = lower.contains("not implemented") || lower.contains("unimplemented");
+        Failure { error, unsupported }
+    }
 }
 
 impl Row {
@@ -73,6 +95,7 @@ impl Row {
     fn value_text(&self, key: &str) -> String {
         match self.values.get(key) {
             Some(v) => format!("{v:.*}", self.decimals),
+            None if self.failed.contains_key(key) => "FAILED".into(),
             None => "-".into(),
         }
     }
@@ -97,8 +120,16 @@ impl Row {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Rows(Vec<Row>),
-    /// Cannot be measured on barge yet; the reason is printed.
-    NotImplemented(String),
+}
+
+impl Outcome {
+    /// Whether a variant failed in a row for another reason than an
+    /// operation barge does not support yet.
+    pub fn has_failure(&self) -> bool {
+        let Outcome::Rows(rows) = self;
+        rows.iter()
+            .any(|r| r.failed.values().any(|f| !f.unsupported))
+    }
 }
 
 pub struct SectionResult {
@@ -166,9 +197,6 @@ impl Report<'_> {
                         out.push(cells);
                     }
                 }
-                Ok(Outcome::NotImplemented(_)) => {
-                    out.push(other(format!("{}: not implemented", s.name)))
-                }
                 Err(_) => out.push(other(format!("{}: FAILED", s.name))),
             }
         }
@@ -188,11 +216,8 @@ impl Report<'_> {
         }
         for s in self.sections {
             match &s.outcome {
-                Ok(Outcome::NotImplemented(why)) => {
-                    n.push(format!("{}: not implemented ({why})", s.name))
-                }
                 Err(e) => n.push(format!("{}: FAILED: {e}", s.name)),
-                Ok(Outcome::Rows(_)) => {}
+                Ok(Outcome::Rows(rows)) => n.extend(row_failures(rows)),
             }
         }
         for (k, e) in self.failed_variants {
@@ -243,6 +268,13 @@ impl Report<'_> {
                     "{:?} containers `ctr run -d IMAGE ID sleep 1000`, sampled {:?} after the last start; RSS and PSS of their shims from smaps_rollup, divided by the containers",
                     c.memory_counts,
                     super::memory::SETTLE,
+                ),
+            ),
+            (
+                "exec",
+                format!(
+                    "`ctr task exec --exec-id ID CONTAINER true` into a running `ctr run -d IMAGE CONTAINER sleep 1000` per variant, after one warm-up exec: {} runs per variant, interleaved; throughput: {} workers looping execs into the same container, {:?} per variant in {} interleaved slices",
+                    c.exec_runs, c.exec_workers, c.exec_time, super::throughput::ROUNDS
                 ),
             ),
             (
@@ -333,11 +365,6 @@ impl Report<'_> {
                     "status": "measured",
                     "figures": rows.iter().map(|r| self.row_json(r)).collect::<Vec<_>>(),
                 }),
-                Ok(Outcome::NotImplemented(why)) => json!({
-                    "name": s.name,
-                    "status": "not implemented",
-                    "reason": why,
-                }),
                 Err(e) => json!({ "name": s.name, "status": "failed", "error": e }),
             })
             .collect();
@@ -379,6 +406,10 @@ impl Report<'_> {
             "better": r.better.word(),
             "values": r.values,
             "ratios": ratios,
+            "failed": r.failed.iter().map(|(k, f)| (*k, json!({
+                "error": f.error,
+                "unsupported": f.unsupported,
+            }))).collect::<BTreeMap<_, _>>(),
             "target": target,
             "detail": r.detail,
         })
@@ -397,6 +428,30 @@ impl Report<'_> {
         let canon = |p: PathBuf| p.canonicalize().unwrap_or(p);
         Ok((canon(json_path), canon(md_path)))
     }
+}
+
+/// One note per (variant, error) that left FAILED cells, naming the rows.
+fn row_failures(rows: &[Row]) -> Vec<String> {
+    let mut per: BTreeMap<(&str, &Failure), Vec<&str>> = BTreeMap::new();
+    for r in rows {
+        for (k, f) in &r.failed {
+            per.entry((k, f)).or_default().push(&r.figure);
+        }
+    }
+    per.into_iter()
+        .map(|((k, f), figures)| {
+            let why = if f.unsupported {
+                " (barge answers UNIMPLEMENTED; this alone does not fail the run)"
+            } else {
+                ""
+            };
+            format!(
+                "{}: {k} FAILED{why}: {}",
+                figures.join(", "),
+                f.error.trim().replace('\n', " | ")
+            )
+        })
+        .collect()
 }
 
 fn md_escape(s: &str) -> String {
@@ -447,6 +502,7 @@ mod tests {
             better,
             decimals: 1,
             values: [(BASELINE, base), ("barge-native", barge)].into(),
+            failed: BTreeMap::new(),
             target: Some(target),
             detail: Value::Null,
         }
@@ -463,6 +519,31 @@ mod tests {
         let r = row(Better::Higher, 10.0, 15.0, 1.7);
         assert_eq!(r.target_met("barge-native"), Some(false));
         assert_eq!(r.target_text("barge-native"), ">=1.70x missed");
+    }
+
+    #[test]
+    fn failed_cells_and_notes() {
+        let mut r = row(Better::Lower, 100.0, 55.0, 0.5);
+        r.values.remove("barge-native");
+        r.failed.insert(
+            "barge-native",
+            Failure::from_error("exit status: 1: ctr: Exec: not implemented\n".into()),
+        );
+        assert_eq!(r.value_text("barge-native"), "FAILED");
+        assert_eq!(r.value_text("barge-oci"), "-");
+        assert_eq!(r.target_text("barge-native"), "");
+        assert_eq!(ratio_text(r.ratio("barge-native")), "-");
+        let mut r2 = r.clone();
+        r2.figure = "y".into();
+        let notes = row_failures(&[r.clone(), r2]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("x, y: barge-native FAILED (barge answers UNIMPLEMENTED"));
+        assert!(!Outcome::Rows(vec![r.clone()]).has_failure());
+        r.failed.insert(
+            "barge-oci",
+            Failure::from_error("timed out after 20s".into()),
+        );
+        assert!(Outcome::Rows(vec![r]).has_failure());
     }
 
     #[test]

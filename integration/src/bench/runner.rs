@@ -41,12 +41,18 @@ impl Timed {
     }
 }
 
-/// Runs `program args` with stdin and stdout on /dev/null, in its own
-/// process group, and kills the group after `timeout`. Fails only when the
-/// command cannot be started.
-pub fn timed(program: &Path, args: &[OsString], timeout: Duration) -> Result<Timed> {
+/// Runs `program args` with `envs` added to the environment, stdin and
+/// stdout on /dev/null, in its own process group, and kills the group after
+/// `timeout`. Fails only when the command cannot be started.
+pub fn timed(
+    program: &Path,
+    envs: &[(&str, &str)],
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<Timed> {
     let mut c = Command::new(program);
     c.args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

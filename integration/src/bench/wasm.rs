@@ -288,6 +288,7 @@ fn lifecycle(b: &Bench, work: &WorkDir) -> Result<(Vec<Row>, Vec<WasmRun>)> {
             better: Better::Lower,
             decimals: 1,
             values: values(&median),
+            failed: BTreeMap::new(),
             target: None,
             detail: json!({
                 "runs": runs,
@@ -312,6 +313,7 @@ fn lifecycle(b: &Bench, work: &WorkDir) -> Result<(Vec<Row>, Vec<WasmRun>)> {
             better: Better::Lower,
             decimals: 1,
             values: values(&|s| percentile(s, 90.0)),
+            failed: BTreeMap::new(),
             target: None,
             detail: json!({ "runs": runs, "cache": cache.name() }),
         });
@@ -420,6 +422,7 @@ fn memory(b: &Bench, work: &WorkDir) -> Result<Vec<Row>> {
         better: Better::Lower,
         decimals: 2,
         values,
+        failed: BTreeMap::new(),
         target: None,
         detail,
     };

@@ -5,7 +5,7 @@ use containerd_shim_protos::api::{
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
-use containerd_shim_protos::types::task::ProcessInfo;
+use containerd_shim_protos::types::task::{ProcessInfo, Status};
 
 use super::Service;
 use crate::error::{Error, Result};
@@ -19,7 +19,12 @@ impl Service {
         let mut state = self.state();
         let entry = state.container(&req.id)?;
         let bundle = entry.bundle.display().to_string();
+        let paused = entry.paused;
         let proc = entry.process(&req.id, &req.exec_id)?;
+        let status = match proc.status() {
+            Status::RUNNING if paused => Status::PAUSED,
+            s => s,
+        };
         let mut resp = StateResponse {
             id: if req.exec_id.is_empty() {
                 req.id.clone()
@@ -29,7 +34,7 @@ impl Service {
             exec_id: req.exec_id.clone(),
             bundle,
             pid: proc.pid,
-            status: proc.status().into(),
+            status: status.into(),
             stdin: proc.io.stdin.clone(),
             stdout: proc.io.stdout.clone(),
             stderr: proc.io.stderr.clone(),

@@ -123,6 +123,10 @@ impl Service {
             execs: Default::default(),
             rootfs,
             own_pid_namespace: spec::has_own_pid_namespace(&spec),
+            paused: false,
+            cgroup: crate::stats::Cgroup::of_pid(pid)
+                .inspect_err(|e| log::warn!("container {}: no cgroup for Stats: {e}", req.id))
+                .ok(),
             _oom: AbortOnDrop(oom.abort_handle()),
         };
         let mut state = self.state();
@@ -168,11 +172,11 @@ impl Service {
                 req.exec_id, req.id
             )));
         }
-        if !entry.init.is_running() {
+        if !entry.init.is_running() || entry.paused {
             return Err(Error::FailedPrecondition(format!(
                 "cannot exec in container {}: it is {:?}, not running",
                 req.id,
-                entry.init.status()
+                entry.status_of(&entry.init)
             )));
         }
         let io = task_io(&req.stdin, &req.stdout, &req.stderr, req.terminal);
@@ -214,10 +218,12 @@ impl Service {
                 ..Default::default()
             });
         }
-        if !entry.init.is_running() {
+        if !entry.init.is_running() || entry.paused {
             return Err(Error::FailedPrecondition(format!(
-                "cannot start exec {} in container {}: the container is not running",
-                req.exec_id, req.id
+                "cannot start exec {} in container {}: it is {:?}, not running",
+                req.exec_id,
+                req.id,
+                entry.status_of(&entry.init)
             )));
         }
         let Entry {
@@ -281,6 +287,7 @@ impl Service {
                 )));
             }
             entry.container.kill(req.signal, req.all)?;
+            entry.thaw_after_kill(&req.id, req.signal);
             return Ok(());
         }
         let proc = entry.process(&req.id, &req.exec_id)?;
@@ -302,7 +309,9 @@ impl Service {
                 proc.describe(&req.id)
             )),
             e => Error::io(format!("signal {} {}", proc.describe(&req.id), req.signal))(e.into()),
-        })
+        })?;
+        entry.thaw_after_kill(&req.id, req.signal);
+        Ok(())
     }
 
     pub(super) fn delete_process(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
@@ -371,6 +380,19 @@ impl Service {
             ..Default::default()
         }));
         Ok(response)
+    }
+}
+
+impl Entry {
+    /// A frozen process only takes SIGKILL once it is thawed: a paused
+    /// container that is killed is resumed, so that the kill takes effect.
+    fn thaw_after_kill(&mut self, id: &str, signal: u32) {
+        if self.paused && signal == libc::SIGKILL as u32 {
+            match self.container.set_paused(false) {
+                Ok(()) => self.paused = false,
+                Err(e) => log::warn!("thaw container {id} after SIGKILL: {e}"),
+            }
+        }
     }
 }
 

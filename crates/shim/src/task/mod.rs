@@ -6,11 +6,13 @@
 //!   the order in which exits are published;
 //! - `lifecycle`: Create, Exec, Start, Kill, Delete;
 //! - `inspect`: State, Wait, Pids;
-//! - `io`: a process's streams and terminal, CloseIO, ResizePty.
+//! - `io`: a process's streams and terminal, CloseIO, ResizePty;
+//! - `resources`: Pause, Resume, Update, Stats.
 
 mod inspect;
 mod io;
 mod lifecycle;
+mod resources;
 mod table;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -262,12 +264,14 @@ impl Task for Handle {
         Ok(Empty::new())
     }
 
-    async fn pause(&self, _: &TtrpcContext, _: api::PauseRequest) -> ttrpc::Result<Empty> {
-        unimplemented("Pause")
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
+        let r = self.0.pause(&req).map(|_| Empty::new());
+        self.0.logged("pause", &req.id, r)
     }
 
-    async fn resume(&self, _: &TtrpcContext, _: api::ResumeRequest) -> ttrpc::Result<Empty> {
-        unimplemented("Resume")
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<Empty> {
+        let r = self.0.resume(&req).map(|_| Empty::new());
+        self.0.logged("resume", &req.id, r)
     }
 
     async fn checkpoint(
@@ -278,15 +282,23 @@ impl Task for Handle {
         unimplemented("Checkpoint")
     }
 
-    async fn update(&self, _: &TtrpcContext, _: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        unimplemented("Update")
+    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let r = self.0.update(&req).map(|_| Empty::new());
+        self.0.logged("update", &req.id, r)
     }
 
     async fn stats(
         &self,
         _: &TtrpcContext,
-        _: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> ttrpc::Result<api::StatsResponse> {
-        unimplemented("Stats")
+        // CRI polls every second: a gone container is no news.
+        match self.0.stats(&req) {
+            Err(e @ Error::NotFound(_)) => {
+                log::debug!("stats {}: {e}", req.id);
+                Err(e.into())
+            }
+            r => self.0.logged("stats", &req.id, r),
+        }
     }
 }

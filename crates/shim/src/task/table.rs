@@ -97,6 +97,10 @@ pub struct Entry {
     pub execs: HashMap<String, Proc>,
     pub rootfs: Option<PathBuf>,
     pub own_pid_namespace: bool,
+    /// Frozen by Pause, until Resume.
+    pub paused: bool,
+    /// The init's cgroup, found once at Create, for Stats.
+    pub cgroup: Option<crate::stats::Cgroup>,
     /// The OOM watch; dropping the entry stops it.
     pub _oom: AbortOnDrop,
 }
@@ -110,6 +114,15 @@ impl Entry {
         self.execs
             .get_mut(exec_id)
             .ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found in container {id}")))
+    }
+
+    /// A process's status as containerd sees it: a running process of a
+    /// paused container is PAUSED.
+    pub fn status_of(&self, proc: &Proc) -> Status {
+        match proc.status() {
+            Status::RUNNING if self.paused => Status::PAUSED,
+            s => s,
+        }
     }
 
     /// The pids of started execs that are still running.
