@@ -1,9 +1,11 @@
 //! The containerd calls the tests make through the gRPC API rather than
 //! ctr: Containers.Create, for images whose config ctr refuses to read (the
-//! CNCF Wasm artifact), as a CRI client would create them; and the Tasks
-//! calls of a process's life (Exec, Start, Wait, Kill, CloseIO,
-//! DeleteProcess, Delete, Get), as containerd's Go client makes them. The messages are
-//! declared by hand, with only the fields the tests use.
+//! CNCF Wasm artifact), as a CRI client would create them, and with runtime
+//! options ctr cannot send (runc's, to barge); and the Tasks calls of a
+//! process's life (Create, Exec, Start, Wait, Kill, CloseIO,
+//! DeleteProcess, Delete, Get), as containerd's Go client makes them; and
+//! Tasks.Metrics, which asks every matching task's shim for its Stats. The
+//! messages are declared by hand, with only the fields the tests use.
 
 use std::time::{Duration, Instant};
 
@@ -43,19 +45,81 @@ struct Container {
 struct Runtime {
     #[prost(string, tag = "1")]
     name: String,
+    /// The runtime options containerd hands the shim (on `start`'s stdin
+    /// and in Create) when the task brings none of its own.
+    #[prost(message, optional, tag = "2")]
+    options: Option<Any>,
 }
 
+/// `containerd.runc.v1.Options`, the runtime options of runc-v2, with the
+/// fields the tests set (`api/types/runc/options/oci.proto`).
 #[derive(Clone, PartialEq, prost::Message)]
-struct Any {
+pub struct RuncOptions {
+    #[prost(bool, tag = "1")]
+    pub no_pivot_root: bool,
+    #[prost(bool, tag = "2")]
+    pub no_new_keyring: bool,
+    #[prost(string, tag = "3")]
+    pub shim_cgroup: String,
+    #[prost(uint32, tag = "4")]
+    pub io_uid: u32,
+    #[prost(uint32, tag = "5")]
+    pub io_gid: u32,
+    #[prost(string, tag = "6")]
+    pub binary_name: String,
+    #[prost(string, tag = "7")]
+    pub root: String,
+    #[prost(bool, tag = "9")]
+    pub systemd_cgroup: bool,
+    #[prost(string, tag = "10")]
+    pub criu_image_path: String,
+}
+
+impl RuncOptions {
+    /// The options as containerd's Go client marshals them.
+    pub fn to_any(&self) -> Any {
+        Any {
+            type_url: RUNC_OPTIONS_TYPE.into(),
+            value: prost::Message::encode_to_vec(self),
+        }
+    }
+}
+
+/// The type URL of [`RuncOptions`], as `typeurl.MarshalAny` writes it.
+pub const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Any {
     #[prost(string, tag = "1")]
-    type_url: String,
+    pub type_url: String,
     #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 /// `google.protobuf.Empty`.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Empty {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateTaskRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+    #[prost(string, tag = "4")]
+    stdin: String,
+    #[prost(string, tag = "5")]
+    stdout: String,
+    #[prost(string, tag = "6")]
+    stderr: String,
+    #[prost(message, optional, tag = "9")]
+    options: Option<Any>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateTaskResponse {
+    #[prost(uint32, tag = "2")]
+    pid: u32,
+}
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct ExecProcessRequest {
@@ -166,6 +230,61 @@ pub struct Process {
     pub exit_status: u32,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetricsRequest {
+    #[prost(string, repeated, tag = "1")]
+    filters: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetricsResponse {
+    #[prost(message, repeated, tag = "1")]
+    metrics: Vec<Metric>,
+}
+
+/// `containerd.types.Metric`: one task's Stats, as the shim answered them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metric {
+    #[prost(string, tag = "2")]
+    pub id: String,
+    #[prost(message, optional, tag = "3")]
+    pub data: Option<Any>,
+}
+
+/// The type URL of the metrics of a cgroup v1 host.
+pub const CGROUPS_V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
+
+/// `io.containerd.cgroups.v1.Metrics`, with the fields the tests read.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CgroupsV1Metrics {
+    #[prost(message, optional, tag = "2")]
+    pub pids: Option<PidsStat>,
+    #[prost(message, optional, tag = "4")]
+    pub memory: Option<MemoryStat>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PidsStat {
+    #[prost(uint64, tag = "1")]
+    pub current: u64,
+    #[prost(uint64, tag = "2")]
+    pub limit: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemoryStat {
+    #[prost(message, optional, tag = "33")]
+    pub usage: Option<MemoryEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemoryEntry {
+    #[prost(uint64, tag = "1")]
+    pub limit: u64,
+    #[prost(uint64, tag = "2")]
+    pub usage: u64,
+}
+
 /// The values of `containerd.v1.types.Status`.
 pub mod status {
     pub const CREATED: i32 = 1;
@@ -238,6 +357,27 @@ impl Client {
                 "{path} did not answer within {left:?}"
             ))),
         }
+    }
+
+    /// Tasks.Create of a container's task with `stdio`; `options` are the
+    /// task's runtime options (which replace the container's, as with the Go
+    /// client's `NewTask` options). Answers the init's pid; nothing runs
+    /// until Start.
+    pub fn create_task(
+        &self,
+        container_id: &str,
+        stdio: &Stdio,
+        options: Option<Any>,
+    ) -> Result<u32, Status> {
+        let req = CreateTaskRequest {
+            container_id: container_id.into(),
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            options,
+        };
+        self.unary::<_, CreateTaskResponse>("/containerd.services.tasks.v1.Tasks/Create", req)
+            .map(|r| r.pid)
     }
 
     /// Tasks.Exec: creates process `exec_id` from `spec` (a JSON OCI
@@ -335,6 +475,17 @@ impl Client {
             .ok_or_else(|| Status::internal("Tasks.Get answered no process"))
     }
 
+    /// Tasks.Metrics of one task (the filter `id==<container_id>`), as
+    /// `ctr task metrics` asks: containerd calls the shim's Stats. A task
+    /// whose Stats fails is left out of the answer (containerd logs it).
+    pub fn metrics(&self, container_id: &str) -> Result<Vec<Metric>, Status> {
+        let req = MetricsRequest {
+            filters: vec![format!("id=={container_id}")],
+        };
+        self.unary::<_, MetricsResponse>("/containerd.services.tasks.v1.Tasks/Metrics", req)
+            .map(|r| r.metrics)
+    }
+
     fn create_container(&self, c: &NewContainer<'_>) -> Result<(), Status> {
         let (snapshotter, snapshot_key) = c.snapshot.unwrap_or_default();
         let req = CreateContainerRequest {
@@ -343,6 +494,7 @@ impl Client {
                 image: c.image.into(),
                 runtime: Some(Runtime {
                     name: c.runtime.into(),
+                    options: c.runtime_options.clone(),
                 }),
                 spec: Some(Any {
                     type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
@@ -393,6 +545,8 @@ pub struct NewContainer<'a> {
     pub spec: &'a [u8],
     /// The snapshot that becomes its rootfs, or `None` for none.
     pub snapshot: Option<(&'a str, &'a str)>,
+    /// The runtime options of the container, or `None` for none.
+    pub runtime_options: Option<Any>,
 }
 
 /// Containers.Create in namespace `ns`.

@@ -535,6 +535,13 @@ impl<'a> CtrCtx<'a> {
         if !sockets.is_empty() {
             leaks.push(format!("shim sockets {sockets:?}"));
         }
+        let consoles = orphan_console_sockets();
+        if !consoles.is_empty() {
+            leaks.push(format!("console sockets {consoles:?}"));
+            for c in &consoles {
+                let _ = std::fs::remove_file(c);
+            }
+        }
         if leaks.is_empty() {
             return Ok(());
         }
@@ -545,6 +552,23 @@ impl<'a> CtrCtx<'a> {
         }
         bail!("{}", leaks.join(", "))
     }
+}
+
+/// Console sockets (`/run/containerd/barge/console/<shim pid>-<n>`) whose
+/// shim is gone: a shim removes each one once the runtime has sent the
+/// terminal, so any such file is left over.
+pub fn orphan_console_sockets() -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir("/run/containerd/barge/console") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            pid.is_none_or(|p| !sys::alive(p))
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Unpacks the busybox image's layers into `dest` (for `--rootfs` and

@@ -209,6 +209,9 @@ pub fn cases() -> Vec<CtrCase> {
     }));
     v.extend(crate::tty_cases::cases());
     v.extend(crate::exec_cases::cases());
+    v.extend(crate::runc_options_cases::cases());
+    v.extend(crate::log_cases::cases());
+    v.extend(crate::info_cases::cases());
     v
 }
 
@@ -297,6 +300,21 @@ fn oom_killed(ctx: &CtrCtx) -> Result<()> {
         oom.iter().any(|l| l.contains(&format!("\"{id}\""))),
         "no /tasks/oom event for {id} (runc-v2 sent one for {rid}): {oom:?}"
     );
+    // TaskOOM comes before the init's TaskExit (containerd 2.3's CRI
+    // needs that order to report OOMKilled).
+    let position = |topic: &str, id: &str| {
+        events
+            .stdout
+            .lines()
+            .position(|l| l.contains(topic) && l.contains(&format!("\"container_id\":\"{id}\"")))
+    };
+    for (who, id) in [("runc-v2", &rid), ("barge", &id)] {
+        let (Some(oom), Some(exit)) = (position("/tasks/oom", id), position("/tasks/exit", id))
+        else {
+            bail!("{who}: no /tasks/oom or /tasks/exit event for {id}");
+        };
+        ensure!(oom < exit, "{who}: /tasks/exit came before /tasks/oom");
+    }
     Ok(())
 }
 
@@ -735,7 +753,7 @@ fn unsupported_operations(ctx: &CtrCtx) -> Result<()> {
 }
 
 /// A counter that the container's init writes ten times a second.
-const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+pub const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
 
 /// Pause and resume through the freezer, as under runc-v2: the state is
 /// PAUSED, the counter stops, an exec is refused, and after Resume it goes

@@ -275,6 +275,7 @@ pub fn cases() -> Vec<DockerCase> {
     .into_iter()
     .chain(crate::wasm_cases::docker_cases())
     .chain(crate::docker_exec_cases::cases())
+    .chain(crate::docker_resource_cases::cases())
     .collect()
 }
 

@@ -41,7 +41,7 @@ pub fn cases() -> Vec<DockerCase> {
 }
 
 /// The runtime of `side`: the pass's barge runtime, or runc-v2.
-fn runtime(ctx: &DockerCtx, side: Side) -> &'static str {
+pub fn runtime(ctx: &DockerCtx, side: Side) -> &'static str {
     match side {
         Side::Runc => RUNC_RUNTIME,
         Side::Barge => ctx.runtime(),
@@ -49,7 +49,7 @@ fn runtime(ctx: &DockerCtx, side: Side) -> &'static str {
 }
 
 /// A container name for this case and side.
-fn name(case: &str, side: Side) -> String {
+pub fn name(case: &str, side: Side) -> String {
     match side {
         Side::Runc => format!("{case}-runc"),
         Side::Barge => format!("{case}-barge"),
@@ -68,7 +68,7 @@ fn expect_line(out: &Output, n: usize, want: &str, what: &str) -> Result<()> {
 }
 
 /// Removes a container by name unless the case reaches its end.
-fn cleanup(ctx: &DockerCtx, name: &str) -> Cleanup {
+pub fn cleanup(ctx: &DockerCtx, name: &str) -> Cleanup {
     let mut c = Cleanup::new();
     c.push(ctx.docker().args(["rm", "-f", name]));
     c
@@ -116,12 +116,27 @@ fn with_sleeper<T>(
     side: Side,
     body: impl FnOnce(&str, u32) -> Result<T>,
 ) -> Result<T> {
+    with_container(ctx, case, side, &[], &["sleep", "1000"], body)
+}
+
+/// Runs `body` with a running container on `side` (`docker run -d FLAGS
+/// busybox ARGS`; `body` gets its id and the pid of its init), then
+/// removes it, also when `body` fails.
+pub fn with_container<T>(
+    ctx: &DockerCtx,
+    case: &str,
+    side: Side,
+    flags: &[&str],
+    args: &[&str],
+    body: impl FnOnce(&str, u32) -> Result<T>,
+) -> Result<T> {
     let name = name(case, side);
     let guard = cleanup(ctx, &name);
     let run = ctx
         .run_with(runtime(ctx, side))
-        .args(["--name", name.as_str()]);
-    let (id, state) = ctx.start(run, &["sleep", "1000"])?;
+        .args(["--name", name.as_str()])
+        .args(flags);
+    let (id, state) = ctx.start(run, args)?;
     let v = body(&id, state.pid)?;
     ctx.docker().args(["rm", "-f", &id]).ok()?;
     guard.done();

@@ -26,7 +26,9 @@ use crate::sys;
 /// Every exec case, in order.
 pub fn cases() -> Vec<CtrCase> {
     type Case = (&'static str, fn(&CtrCtx) -> Result<()>);
-    let cases: [Case; 19] = [
+    let cases: [Case; 21] = [
+        ("exec-seccomp", seccomp),
+        ("exec-stdin", stdin),
         ("exec-output", output),
         ("exec-exit-codes", exit_codes),
         ("exec-env-cwd-user", env_cwd_user),
@@ -57,10 +59,10 @@ pub fn cases() -> Vec<CtrCase> {
 }
 
 /// One side of a comparison: a container under runc-v2 or under barge.
-struct Side<'c> {
-    ctx: &'c CtrCtx<'c>,
-    id: String,
-    runc: bool,
+pub(crate) struct Side<'c> {
+    pub(crate) ctx: &'c CtrCtx<'c>,
+    pub(crate) id: String,
+    pub(crate) runc: bool,
 }
 
 /// Runs `check` on a container under runc-v2 (the reference), then on one
@@ -115,7 +117,7 @@ impl<'c> Side<'c> {
     }
 
     /// `ctr task exec --exec-id <exec_id> <flags> <container> <args>`.
-    fn exec<S: AsRef<str>>(&self, exec_id: &str, flags: &[&str], args: &[S]) -> Cmd {
+    pub(crate) fn exec<S: AsRef<str>>(&self, exec_id: &str, flags: &[&str], args: &[S]) -> Cmd {
         self.ctx
             .ctr()
             .args(["tasks", "exec", "--exec-id", exec_id])
@@ -127,7 +129,7 @@ impl<'c> Side<'c> {
 
     /// Where detached execs keep their fifos: ctr leaves them behind (under
     /// either runtime), so they go in a directory of ours.
-    fn fifo_dir(&self) -> PathBuf {
+    pub(crate) fn fifo_dir(&self) -> PathBuf {
         self.ctx.work.join(format!("{}-fifos", self.id))
     }
 
@@ -147,7 +149,7 @@ impl<'c> Side<'c> {
     }
 
     /// `ctr task ps`: each pid with its INFO column.
-    fn ps(&self) -> Result<Vec<(u32, String)>> {
+    pub(crate) fn ps(&self) -> Result<Vec<(u32, String)>> {
         let out = self.ctx.ctr().args(["tasks", "ps", &self.id]).ok()?;
         Ok(out
             .stdout
@@ -161,7 +163,7 @@ impl<'c> Side<'c> {
     }
 
     /// The pids `ctr task ps` shows besides the init's.
-    fn exec_pids(&self, init: u32) -> Result<Vec<u32>> {
+    pub(crate) fn exec_pids(&self, init: u32) -> Result<Vec<u32>> {
         Ok(self
             .ps()?
             .into_iter()
@@ -171,7 +173,7 @@ impl<'c> Side<'c> {
     }
 
     /// `ctr task kill --exec-id <exec_id> -s <signal> <container>`.
-    fn signal_exec(&self, exec_id: &str, signal: &str) -> Cmd {
+    pub(crate) fn signal_exec(&self, exec_id: &str, signal: &str) -> Cmd {
         let args = ["tasks", "kill", "--exec-id", exec_id, "-s", signal];
         self.ctx.ctr().args(args).arg(&self.id)
     }
@@ -207,13 +209,13 @@ impl<'c> Side<'c> {
     }
 
     /// A connection to containerd's Tasks API.
-    fn client(&self) -> Result<Client> {
+    pub(crate) fn client(&self) -> Result<Client> {
         Client::connect(&self.ctx.cd.address(), &self.ctx.ns)
     }
 
     /// The container's process spec (as containerd's client starts an exec
     /// from it), with `args` as the command.
-    fn process_spec(&self, args: &[&str]) -> Result<Value> {
+    pub(crate) fn process_spec(&self, args: &[&str]) -> Result<Value> {
         let out = self
             .ctx
             .ctr()
@@ -267,6 +269,49 @@ fn expect_end(got: (i64, &str, &str), code: i64, stdout: &str, stderr: Option<&s
 fn expect_out(out: &Output, stdout: &str, stderr: Option<&str>, code: i32) -> Result<()> {
     let got = (out.code().into(), out.stdout.as_str(), out.stderr.as_str());
     expect_end(got, code.into(), stdout, stderr).with_context(|| out.cmdline.clone())
+}
+
+/// The container's seccomp filter holds in its execs, with and without
+/// no_new_privileges (without it, loading the filter needs CAP_SYS_ADMIN,
+/// which the exec must not keep).
+fn seccomp(ctx: &CtrCtx) -> Result<()> {
+    let probe = "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+                 if unshare -U true 2>/dev/null; then echo unshare-allowed; else echo unshare-refused; fi";
+    for (flags, nnp) in [
+        (&["--seccomp"][..], 1),
+        (&["--seccomp", "--allow-new-privs"][..], 0),
+    ] {
+        on_both(ctx, |side| {
+            side.sleeper(flags)?;
+            let out = side
+                .exec(&ctx.id("seccomp"), &[], &["sh", "-c", probe])
+                .run()?;
+            let want = format!(
+                "CapEff:\t00000000a80425fb\nNoNewPrivs:\t{nnp}\nSeccomp:\t2\nunshare-refused\n"
+            );
+            expect_out(&out, &want, None, 0).with_context(|| format!("flags {flags:?}"))?;
+            side.remove()
+        })?;
+    }
+    Ok(())
+}
+
+/// stdin reaches an exec to its end: ctr writes it, closes the fifo and
+/// sends CloseIO, which can come before the shim's copy has seen the data.
+/// Ten times, since it is a race.
+fn stdin(ctx: &CtrCtx) -> Result<()> {
+    let data = "line one\nline two\n";
+    on_both(ctx, |side| {
+        side.sleeper(&[])?;
+        for i in 0..10 {
+            let out = side
+                .exec(&ctx.id(&format!("cat{i}")), &[], &["cat"])
+                .stdin(data)
+                .run()?;
+            expect_out(&out, data, Some(""), 0).with_context(|| format!("run {i}"))?;
+        }
+        side.remove()
+    })
 }
 
 fn output(ctx: &CtrCtx) -> Result<()> {
@@ -690,7 +735,7 @@ fn mkfifo(path: &Path) -> Result<()> {
 
 /// The read end of a fifo, opened without blocking (so before any writer
 /// exists), and read with a deadline.
-struct FifoReader {
+pub(crate) struct FifoReader {
     file: File,
     path: PathBuf,
 }
@@ -735,7 +780,7 @@ impl FifoReader {
     }
 
     /// Reads to the end of file: until every writer has closed.
-    fn read_to_end(&mut self, timeout: Duration) -> Result<String> {
+    pub(crate) fn read_to_end(&mut self, timeout: Duration) -> Result<String> {
         self.read_until(timeout, |_| false)
     }
 
@@ -759,22 +804,22 @@ fn open_writer(path: &Path, read_too: bool) -> Result<File> {
 
 /// Stdio fifos for one exec, made as containerd's client makes them. The
 /// directory goes when it drops.
-struct Fifos {
+pub(crate) struct Fifos {
     dir: PathBuf,
-    stdio: Stdio,
+    pub(crate) stdio: Stdio,
 }
 
 /// The test's ends of an exec's fifos.
-struct Ends {
+pub(crate) struct Ends {
     /// A writer on stdin, when the exec has one.
-    stdin: Option<File>,
-    stdout: FifoReader,
-    stderr: FifoReader,
+    pub(crate) stdin: Option<File>,
+    pub(crate) stdout: FifoReader,
+    pub(crate) stderr: FifoReader,
 }
 
 impl Fifos {
     /// Makes the fifos in `dir` and opens the test's ends.
-    fn new(dir: &Path, with_stdin: bool) -> Result<(Fifos, Ends)> {
+    pub(crate) fn new(dir: &Path, with_stdin: bool) -> Result<(Fifos, Ends)> {
         std::fs::create_dir_all(dir)?;
         let path = |name: &str| dir.join(name);
         for name in ["stdin", "stdout", "stderr"] {
@@ -814,7 +859,7 @@ impl Drop for Fifos {
 const PROMPT: Duration = Duration::from_secs(10);
 
 /// How an exec run through the API ended.
-struct Finished {
+pub(crate) struct Finished {
     code: u32,
     stdout: String,
     stderr: String,
@@ -822,7 +867,7 @@ struct Finished {
 
 impl Finished {
     /// [`expect_end`] for an exec run through the API.
-    fn expect(&self, code: u32, stdout: &str, stderr: Option<&str>) -> Result<()> {
+    pub(crate) fn expect(&self, code: u32, stdout: &str, stderr: Option<&str>) -> Result<()> {
         let got = (self.code.into(), self.stdout.as_str(), self.stderr.as_str());
         expect_end(got, code.into(), stdout, stderr)
     }
@@ -830,7 +875,12 @@ impl Finished {
 
 /// Runs an exec through the API to its end, as the Go client does (Exec,
 /// Start, Wait, DeleteProcess), with fifos of its own.
-fn api_run(side: &Side, client: &Client, exec_id: &str, spec: &Value) -> Result<Finished> {
+pub(crate) fn api_run(
+    side: &Side,
+    client: &Client,
+    exec_id: &str,
+    spec: &Value,
+) -> Result<Finished> {
     let (fifos, mut ends) = side.fifos(exec_id, false)?;
     client.exec(&side.id, exec_id, spec, &fifos.stdio)?;
     let pid = client.start(&side.id, exec_id)?;
@@ -868,6 +918,27 @@ fn api_spec(ctx: &CtrCtx) -> Result<()> {
         api_run(side, &client, &exec_id, &spec)?.expect(
             0,
             "exec unset\n/etc\n1000\n1000\n1000 65534\n",
+            Some(""),
+        )?;
+        // Its rlimits, capabilities and no_new_privileges, as given.
+        let mut spec = side.process_spec(&[
+            "sh",
+            "-c",
+            "awk '/^Max core file size/ {print $5, $6}' /proc/self/limits; \
+             grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status",
+        ])?;
+        // Not RLIMIT_NOFILE: runc 1.1's Go runtime raises its soft limit to
+        // the hard one in the exec's own process, racing the limit it set.
+        spec["rlimits"] = serde_json::json!([{"type": "RLIMIT_CORE", "hard": 2097152, "soft": 1048576}]);
+        spec["noNewPrivileges"] = Value::from(true);
+        let caps = serde_json::json!(["CAP_CHOWN", "CAP_KILL"]);
+        spec["capabilities"] = serde_json::json!({
+            "bounding": caps, "effective": caps, "permitted": caps,
+        });
+        let exec_id2 = format!("{exec_id}-limits");
+        api_run(side, &client, &exec_id2, &spec)?.expect(
+            0,
+            "1048576 2097152\nCapEff:\t0000000000000021\nCapBnd:\t0000000000000021\nNoNewPrivs:\t1\n",
             Some(""),
         )?;
         side.remove()

@@ -69,6 +69,24 @@ pub fn alive(pid: u32) -> bool {
     process(pid).map(|p| p.state != 'Z').unwrap_or(false)
 }
 
+/// How many descriptors a process has open.
+pub fn fd_count(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("list /proc/{pid}/fd"))?
+        .count())
+}
+
+/// A process's resident memory (`VmRSS` of /proc/<pid>/status), in KiB.
+pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in {path}"))
+}
+
 /// Sends `signal` to `pid`. A process that is already gone is fine.
 pub fn signal(pid: u32, signal: i32) {
     if pid > 1 {

@@ -1,6 +1,6 @@
 //! The shim protocol, run against the real binary: `start` in each form
 //! containerd speaks, grouping, Task API v2 and v3 on one socket,
-//! UNIMPLEMENTED answers, Shutdown, `delete` and `-v`.
+//! UNIMPLEMENTED answers, Shutdown, `delete`, `-v` and `-info`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,11 +8,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::{
-    ConnectRequest, ConnectResponse, DeleteResponse, PauseRequest, ShutdownRequest,
+    CheckpointTaskRequest, ConnectRequest, ConnectResponse, DeleteResponse, ShutdownRequest,
 };
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim_async::{Client, TaskClient};
+use containerd_shim_protos::types::introspection::RuntimeInfo;
+use serde_json::Value;
 use ttrpc::context;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-barge-v1");
@@ -178,7 +181,7 @@ fn bootstrap_handshake_serves_v3_and_v2_then_shuts_down() {
     );
     let socket = PathBuf::from(address.trim_start_matches("unix://"));
 
-    let (v3, v2, pause) = block_on(async {
+    let (v3, v2, checkpoint) = block_on(async {
         let v3 = connect_v3(&address).await;
         let v2 = raw_call(
             &address,
@@ -189,10 +192,13 @@ fn bootstrap_handshake_serves_v3_and_v2_then_shuts_down() {
         .await
         .map(|p| ConnectResponse::parse_from_bytes(&p).unwrap());
         let client = TaskClient::new(Client::connect(&address).await.unwrap());
-        let pause = client
-            .pause(context::with_timeout(2_000_000_000), &PauseRequest::new())
+        let checkpoint = client
+            .checkpoint(
+                context::with_timeout(2_000_000_000),
+                &CheckpointTaskRequest::new(),
+            )
             .await;
-        (v3, v2, pause)
+        (v3, v2, checkpoint)
     });
     assert!(v3.shim_pid > 0);
     assert_eq!(
@@ -200,12 +206,12 @@ fn bootstrap_handshake_serves_v3_and_v2_then_shuts_down() {
         v3.shim_pid,
         "v2 and v3 reach the same server"
     );
-    match pause {
+    match checkpoint {
         Err(ttrpc::Error::RpcStatus(s)) => {
             assert_eq!(s.code(), ttrpc::Code::UNIMPLEMENTED);
-            assert!(s.message().contains("Pause"), "{}", s.message());
+            assert!(s.message().contains("Checkpoint"), "{}", s.message());
         }
-        other => panic!("Pause must answer UNIMPLEMENTED, got {other:?}"),
+        other => panic!("Checkpoint must answer UNIMPLEMENTED, got {other:?}"),
     }
 
     let shim_pid = v3.shim_pid as i32;
@@ -318,4 +324,215 @@ fn delete_after_a_crash_removes_the_dead_socket() {
     assert!(socket.exists(), "a killed shim leaves its socket");
     run_delete(&b, "crash");
     assert!(!socket.exists(), "delete removes the dead shim's socket");
+}
+
+/// Runs `-info` with `stdin`, as containerd does; returns what it printed.
+fn run_info(stdin: &[u8]) -> RuntimeInfo {
+    let mut child = Command::new(SHIM)
+        .arg("-info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "-info failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    RuntimeInfo::parse_from_bytes(&out.stdout).unwrap()
+}
+
+/// The OCI features document in `info`, in the Any type containerd's
+/// typeurl gives runtime-spec's `features.Features`.
+fn features_of(info: &RuntimeInfo) -> Value {
+    let any = info.features.as_ref().expect("RuntimeInfo has no features");
+    assert_eq!(
+        any.type_url,
+        "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+    );
+    serde_json::from_slice(&any.value).unwrap()
+}
+
+/// `runtimeoptions.v1.Options{config_body}` in an Any, as containerd sends
+/// the runtime options.
+fn runtime_options(body: &str) -> Any {
+    let mut value = vec![0x1a, u8::try_from(body.len()).unwrap()];
+    value.extend_from_slice(body.as_bytes());
+    Any {
+        type_url: "runtimeoptions.v1.Options".into(),
+        value,
+        ..Default::default()
+    }
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
+/// Linux `major.minor` of the running kernel.
+fn kernel_version() -> (u32, u32) {
+    let uname = nix::sys::utsname::uname().unwrap();
+    let release = uname.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().unwrap().parse().unwrap();
+    let minor = parts.next().unwrap().parse().unwrap();
+    (major, minor)
+}
+
+/// What the document must say of libcontainer, as barge builds it, here.
+fn check_libcontainer_features(doc: &Value) {
+    assert_eq!(doc["ociVersionMin"], "1.0.0");
+    assert!(doc["ociVersionMax"].as_str().unwrap().starts_with("1."));
+    assert_eq!(
+        strings(&doc["hooks"]),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
+    let mounts = strings(&doc["mountOptions"]);
+    for o in ["ro", "nosuid", "bind", "rbind", "rprivate", "relatime"] {
+        assert!(mounts.contains(&o), "mountOptions lack {o}: {mounts:?}");
+    }
+    // mount_setattr(2), which applies the recursive options, is Linux 5.12.
+    assert_eq!(
+        mounts.contains(&"rro"),
+        kernel_version() >= (5, 12),
+        "{mounts:?}"
+    );
+    assert!(!mounts.iter().any(|o| o.contains("idmap")), "{mounts:?}");
+    let linux = &doc["linux"];
+    let ns = strings(&linux["namespaces"]);
+    for n in ["pid", "network", "uts", "ipc", "mount", "user", "cgroup"] {
+        assert!(ns.contains(&n), "namespaces lack {n}: {ns:?}");
+    }
+    assert_eq!(
+        ns.contains(&"time"),
+        Path::new("/proc/self/ns/time").exists()
+    );
+    let caps = strings(&linux["capabilities"]);
+    let last_cap: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(caps.len(), (last_cap + 1).min(41), "{caps:?}");
+    assert_eq!((caps[0], caps[21]), ("CAP_CHOWN", "CAP_SYS_ADMIN"));
+    assert_eq!(
+        linux["cgroup"],
+        serde_json::json!({"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false})
+    );
+    // The binary links libseccomp; the kernel has seccomp filters.
+    let seccomp = &linux["seccomp"];
+    assert_eq!(seccomp["enabled"], true, "{seccomp}");
+    let actions = strings(&seccomp["actions"]);
+    for a in [
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_LOG",
+    ] {
+        assert!(actions.contains(&a), "{actions:?}");
+    }
+    assert!(strings(&seccomp["operators"]).contains(&"SCMP_CMP_MASKED_EQ"));
+    let archs = strings(&seccomp["archs"]);
+    if cfg!(target_arch = "x86_64") {
+        for a in ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"] {
+            assert!(archs.contains(&a), "{archs:?}");
+        }
+    }
+    let libseccomp = doc["annotations"]["io.github.seccomp.libseccomp.version"]
+        .as_str()
+        .unwrap();
+    assert_eq!(libseccomp.split('.').count(), 3, "{libseccomp}");
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    assert_eq!(linux["apparmor"]["enabled"], apparmor);
+    assert_eq!(linux["selinux"]["enabled"], false);
+    assert_eq!(linux["intelRdt"]["enabled"], false);
+    assert_eq!(linux["mountExtensions"]["idmap"]["enabled"], false);
+    assert!(!doc.to_string().contains("null"), "{doc}");
+}
+
+#[test]
+fn info_describes_the_runtime_and_echoes_the_options() {
+    // containerd 2.3 sends nothing before a create.
+    let info = run_info(b"");
+    assert_eq!(info.name, "io.containerd.barge.v1");
+    assert_eq!(info.version.version, env!("CARGO_PKG_VERSION"));
+    assert!(info.options.is_none());
+    assert!(info.annotations.is_empty());
+    let doc = features_of(&info);
+    check_libcontainer_features(&doc);
+
+    // The CRI plugin and `ctr plugins inspect-runtime` send the options.
+    let given = runtime_options("executor = \"native\"");
+    let info = run_info(&given.write_to_bytes().unwrap());
+    assert_eq!(info.options.as_ref(), Some(&given));
+    assert_eq!(features_of(&info), doc);
+}
+
+#[test]
+fn info_for_oci_binary_is_the_runtimes_own_features() {
+    let runc = Command::new("runc").arg("features").output();
+    let expected: Option<Value> = match runc {
+        Ok(out) if out.status.success() => Some(serde_json::from_slice(&out.stdout).unwrap()),
+        // No runc, or one without `features`: no document, as runc-v2 does.
+        _ => None,
+    };
+    // barge's TOML, and runc-v2's own options with `BinaryName` (field 6).
+    let runc_v1 = Any {
+        type_url: "containerd.runc.v1.Options".into(),
+        value: b"\x32\x04runc".to_vec(),
+        ..Default::default()
+    };
+    for given in [
+        runtime_options("executor = \"oci-binary\"\nruntime = \"runc\""),
+        runc_v1,
+    ] {
+        let info = run_info(&given.write_to_bytes().unwrap());
+        assert_eq!(info.options.as_ref(), Some(&given));
+        match &expected {
+            Some(doc) => assert_eq!(&features_of(&info), doc, "{}", given.type_url),
+            None => assert!(info.features.is_none()),
+        }
+    }
+}
+
+#[test]
+fn info_refuses_options_it_cannot_read() {
+    let wrong = Any {
+        type_url: "example.com/not.Options".into(),
+        value: vec![0x0a, 0x01, b'x'],
+        ..Default::default()
+    };
+    for stdin in [b"\xff\xff".to_vec(), wrong.write_to_bytes().unwrap()] {
+        let mut child = Command::new(SHIM)
+            .arg("-info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("protobuf Any") || err.contains("example.com/not.Options"),
+            "{err}"
+        );
+    }
 }

@@ -172,6 +172,7 @@ impl Env<'_> {
                 runtime: "io.containerd.runc.v2",
                 spec: b"{}",
                 snapshot: None,
+                runtime_options: None,
             },
         )
     }

@@ -38,6 +38,21 @@ pub struct Options {
     pub runtime_root: Option<PathBuf>,
     /// Manage cgroups through systemd rather than cgroupfs.
     pub systemd_cgroup: bool,
+    /// Make the container's root with `MS_MOVE` and `chroot` instead of
+    /// `pivot_root` (for a rootfs on a ramdisk, where pivot_root fails).
+    pub no_pivot_root: bool,
+    /// Leave the container in the shim's session keyring instead of a new
+    /// one of its own (only the `oci-binary` runtime makes one; libcontainer
+    /// never does).
+    pub no_new_keyring: bool,
+    /// The cgroup the shim process moves itself into when it starts, as a
+    /// path under each mounted hierarchy (`/barge/shims`). It must exist.
+    pub shim_cgroup: Option<String>,
+    /// The owner (host uid) of the stdio pipes and fifos a process gets, so
+    /// that a process in a user namespace can reopen them (`/dev/stdout`).
+    pub io_uid: u32,
+    /// The group (host gid) of the stdio pipes and fifos a process gets.
+    pub io_gid: u32,
     /// Log at debug level, as containerd's `-debug` does.
     pub debug: bool,
     /// The Wasm executor's sandbox and cache; annotations on a container
@@ -87,6 +102,11 @@ impl Default for Options {
             runtime: "runc".to_string(),
             runtime_root: None,
             systemd_cgroup: false,
+            no_pivot_root: false,
+            no_new_keyring: false,
+            shim_cgroup: None,
+            io_uid: 0,
+            io_gid: 0,
             debug: false,
             wasm: WasmOptions::default(),
         }
@@ -102,12 +122,19 @@ impl Options {
         Ok(options)
     }
 
+    /// The owner the process's stdio must be given, when it is not root's.
+    pub fn io_owner(&self) -> Option<(u32, u32)> {
+        (self.io_uid != 0 || self.io_gid != 0).then_some((self.io_uid, self.io_gid))
+    }
+
     /// Serialises the options, to keep them beside the bundle for `delete`.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks values that TOML's types cannot: `runtime` names a binary,
+    /// paths are absolute.
+    pub fn validate(&self) -> Result<()> {
         if self.runtime.is_empty() {
             return Err(Error::InvalidArgument(
                 "barge runtime options: `runtime` must name an OCI runtime binary".into(),
@@ -118,6 +145,17 @@ impl Options {
                 return Err(Error::InvalidArgument(format!(
                     "barge runtime options: `runtime_root` must be an absolute path, got {}",
                     root.display()
+                )));
+            }
+        }
+        if let Some(cgroup) = &self.shim_cgroup {
+            let path = std::path::Path::new(cgroup);
+            let parent = path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+            if !path.is_absolute() || parent {
+                return Err(Error::InvalidArgument(format!(
+                    "barge runtime options: `shim_cgroup` must be an absolute cgroup path without `..`, got {cgroup:?}"
                 )));
             }
         }
@@ -150,6 +188,15 @@ mod tests {
         assert_eq!(o.runtime, "crun");
         assert_eq!(o.runtime_root, Some(PathBuf::from("/run/x")));
         assert!(o.debug);
+        assert_eq!(Options::from_toml(&o.to_toml()).unwrap(), o);
+        let o = Options::from_toml(
+            "no_pivot_root = true\nno_new_keyring = true\nshim_cgroup = \"/barge/shims\"\nio_uid = 100000\nio_gid = 100001\n",
+        )
+        .unwrap();
+        assert!(o.no_pivot_root && o.no_new_keyring);
+        assert_eq!(o.shim_cgroup.as_deref(), Some("/barge/shims"));
+        assert_eq!(o.io_owner(), Some((100000, 100001)));
+        assert_eq!(Options::default().io_owner(), None);
         assert_eq!(Options::from_toml(&o.to_toml()).unwrap(), o);
         let o = Options::from_toml(
             "executor = \"wasm\"\n[wasm]\npreopens = [\"/data:ro\"]\nfuel = 10\ntimeout_ms = 500\ncache_dir = \"/tmp/c\"\ncache_max_mb = 5\n",
@@ -196,6 +243,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime"), "{err}");
+        for bad in ["shim", "/a/../b"] {
+            let err = Options::from_toml(&format!("shim_cgroup = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("shim_cgroup"), "{err}");
+        }
         let err = Options::from_toml("[wasm]\ncache_dir = \"c\"")
             .unwrap_err()
             .to_string();

@@ -105,7 +105,7 @@ impl Executor for Native {
         create_with(
             ctx,
             Exec,
-            Box::new(|_: &ExecContext<'_>| Ok(Workload::boxed(Exec))),
+            Box::new(|_: &ExecContext<'_>, _| Ok(Workload::boxed(Exec))),
         )
     }
 
@@ -114,8 +114,10 @@ impl Executor for Native {
     }
 }
 
-/// Picks what runs in an exec's process, from its `process`.
-pub type ExecWorkload = Box<dyn Fn(&ExecContext<'_>) -> Result<Workload> + Send>;
+/// Picks what runs in an exec's process, from its `process` and the pid
+/// of the container's init (whose `/proc/<pid>/root` shows the container's
+/// filesystem with its mounts).
+pub type ExecWorkload = Box<dyn Fn(&ExecContext<'_>, u32) -> Result<Workload> + Send>;
 
 /// Creates a container whose init runs `workload` once it is started, and
 /// whose execs run what `exec_workload` picks.
@@ -127,6 +129,14 @@ pub fn create_with<W>(
 where
     W: LcWorkload + Clone + 'static,
 {
+    if ctx.options.systemd_cgroup {
+        // libcgroups would quietly fall back to cgroupfs on a v1 host, with
+        // the systemd-style path taken as a directory name.
+        return Err(Error::InvalidArgument(format!(
+            "container {}: systemd_cgroup (SystemdCgroup) cannot be honoured by the native and wasm executors: libcontainer has no systemd cgroup driver for cgroup v1, and barge builds it without the one for v2; the oci-binary executor (`executor = \"oci-binary\"`, or BinaryName) passes it to its runtime",
+            ctx.id
+        )));
+    }
     let root = state_root(ctx.namespace)?;
     std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
     ensure_cgroups_path(&ctx)?;
@@ -144,6 +154,10 @@ where
         .with_console_socket(ctx.console_socket)
         .as_init(ctx.bundle)
         .with_systemd(ctx.options.systemd_cgroup)
+        // MS_MOVE and chroot instead of pivot_root, as `runc --no-pivot`.
+        // (`no_new_keyring` needs nothing: libcontainer never makes a
+        // session keyring, so the container always keeps the shim's.)
+        .with_no_pivot(ctx.options.no_pivot_root)
         .with_detach(true)
         // Not a sibling: the intermediate process is our child, and the
         // init it clones with CLONE_PARENT becomes our child too (exiting
@@ -491,7 +505,7 @@ impl Container for NativeContainer {
 
     fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32> {
         let id = self.lc.id().to_string();
-        let mut workload = (self.exec_workload)(&ctx)?;
+        let mut workload = (self.exec_workload)(&ctx, self.pid)?;
         let (process, seccomp) = confine(ctx.process, self.seccomp.as_ref());
         workload.seccomp = seccomp;
         // libcontainer reads the process from a file; it lives in the

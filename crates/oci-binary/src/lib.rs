@@ -71,6 +71,12 @@ impl Executor for OciBinary {
             .arg(ctx.bundle)
             .arg("--pid-file")
             .arg(&pid_path);
+        if ctx.options.no_pivot_root {
+            cmd.arg("--no-pivot");
+        }
+        if ctx.options.no_new_keyring {
+            cmd.arg("--no-new-keyring");
+        }
         if let Some(socket) = ctx.console_socket {
             cmd.arg("--console-socket").arg(socket);
         }

@@ -14,6 +14,8 @@ pub enum Action {
     Serve,
     /// Print the version.
     Version,
+    /// Print a protobuf RuntimeInfo for the options on stdin.
+    Info,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -73,6 +75,7 @@ pub fn parse(args: &[String]) -> Result<(Flags, Action)> {
             "socket" => flags.socket = value(name)?,
             "debug" => flags.debug = inline.as_deref().map(|v| v != "false").unwrap_or(true),
             "v" | "version" => return Ok((flags, Action::Version)),
+            "info" => return Ok((flags, Action::Info)),
             other => return Err(Error::InvalidArgument(format!("unknown flag -{other}"))),
         }
     }
@@ -107,6 +110,7 @@ mod tests {
         let (_, a) = parse(&args("-namespace=n -id=x")).unwrap();
         assert_eq!(a, Action::Serve);
         assert_eq!(parse(&args("-v")).unwrap().1, Action::Version);
+        assert_eq!(parse(&args("-info")).unwrap().1, Action::Info);
     }
 
     #[test]

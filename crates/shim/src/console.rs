@@ -20,6 +20,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::logbinary::Owner;
 use crate::stdio::{self, StdinCopy};
 use crate::AbortOnDrop;
 
@@ -136,8 +137,9 @@ impl std::fmt::Debug for Console {
 
 impl Console {
     /// Starts copying: `stdin` (a fifo, or empty) into the terminal, and the
-    /// terminal's output into `stdout` (a fifo, a `file://` URI, or empty).
-    pub fn start(master: OwnedFd, stdin: &str, stdout: &str) -> Result<Console> {
+    /// terminal's output into `stdout` (a fifo, a `file://` URI, a logging
+    /// binary run for `owner`, or empty).
+    pub fn start(master: OwnedFd, stdin: &str, stdout: &str, owner: &Owner) -> Result<Console> {
         set_nonblocking(&master)?;
         // SAFETY: the AsyncFd owns the descriptor, which stays open and is
         // used only through it until the AsyncFd is dropped.
@@ -149,7 +151,7 @@ impl Console {
         }
         .map_err(|e| Error::io("watch terminal")(e.into_parts().1))?;
         let master = Arc::new(master);
-        let sink = stdio::open_sink(stdout)?;
+        let sink = stdio::open_sink(stdout, owner)?;
         let (done, drained) = watch::channel(false);
         let output = tokio::spawn(copy_output(master.clone(), sink, done));
         let stdin = match stdin {

@@ -11,12 +11,16 @@ mod console;
 mod error;
 mod events;
 mod idle;
+mod info;
+mod logbinary;
 mod logger;
 mod mount;
 mod oom;
 mod options;
 mod process;
+mod runc_options;
 mod server;
+mod shim_cgroup;
 mod spec;
 mod start;
 mod state;
@@ -73,6 +77,7 @@ pub fn main(executors: impl FnOnce() -> Executors) -> i32 {
             }
         }),
         Action::Delete => cleanup::run(&flags, &executors()),
+        Action::Info => info::run(),
         Action::Serve => Err(Error::InvalidArgument(
             "the shim server is started by containerd through `start`".into(),
         )),

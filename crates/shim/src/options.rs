@@ -1,19 +1,35 @@
-//! Decoding the runtime options that arrive with Create.
+//! Decoding the runtime options that arrive with Create (and on `start`'s
+//! stdin). Three messages are understood:
+//!
+//! - `runtimeoptions.v1.Options`, what containerd gives every runtime but
+//!   runc: barge's TOML, in `config_body` or in the file `config_path`;
+//! - `containerd.runc.v1.Options`, what runc-v2 takes, and what
+//!   containerd's Go client sends to any runtime for some of its options
+//!   (ctr 2.x's `--no-pivot` and `--uidmap`, `WithUIDOwner`, `WithShimCgroup`);
+//! - `containerd.linux.runc.CreateOptions`, what the Go client of
+//!   containerd 1.x sends instead to a runtime that is not runc (ctr 1.x's
+//!   `--no-pivot` and `--uidmap`).
+//!
+//! The runc messages are mapped onto barge's options field by field
+//! ([`crate::runc_options`]).
 
 use barge_executor::Options;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
 use crate::error::{Error, Result};
+use crate::runc_options;
 
 /// The type containerd uses for every runtime but runc.
 const RUNTIME_OPTIONS: &str = "runtimeoptions.v1.Options";
 
-/// The fields of `runtimeoptions.v1.Options`.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct RuntimeOptions {
-    type_url: String,
-    config_path: String,
-    config_body: String,
+/// Whether `type_url` names one of the messages [`decode`] reads.
+pub fn is_options_type(type_url: &str) -> bool {
+    let name = message_name(type_url);
+    name == RUNTIME_OPTIONS || runc_options::Message::named(name).is_some()
+}
+
+fn message_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or_default()
 }
 
 /// Reads barge's options from Create's `options`; none gives the defaults.
@@ -21,55 +37,91 @@ pub fn decode(any: Option<&Any>) -> Result<Options> {
     let Some(any) = any.filter(|a| !a.type_url.is_empty() || !a.value.is_empty()) else {
         return Ok(Options::default());
     };
-    let name = any.type_url.rsplit('/').next().unwrap_or_default();
+    let name = message_name(&any.type_url);
+    if let Some(message) = runc_options::Message::named(name) {
+        return message.decode(&any.value);
+    }
     if name != RUNTIME_OPTIONS {
         return Err(Error::InvalidArgument(format!(
-            "barge takes runtime options of type {RUNTIME_OPTIONS} (TOML in config_body or config_path), not {}",
+            "barge takes runtime options of type {RUNTIME_OPTIONS} (TOML in config_body or config_path), {} or {}, not {}",
+            runc_options::Message::RuncV1.name(),
+            runc_options::Message::LinuxCreate.name(),
             any.type_url
         )));
     }
-    let ro = parse_runtime_options(&any.value)?;
-    let body = if !ro.config_body.is_empty() {
-        ro.config_body
-    } else if !ro.config_path.is_empty() {
-        std::fs::read_to_string(&ro.config_path).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "cannot read barge runtime config {}: {e}",
-                ro.config_path
-            ))
-        })?
-    } else {
-        String::new()
-    };
+    let mut body = String::new();
+    let mut path = String::new();
+    for (number, value) in fields(&any.value, RUNTIME_OPTIONS)? {
+        let text = || value.text(RUNTIME_OPTIONS);
+        match number {
+            2 => path = text()?,
+            3 => body = text()?,
+            _ => {}
+        }
+    }
+    if body.is_empty() && !path.is_empty() {
+        body = std::fs::read_to_string(&path).map_err(|e| {
+            Error::InvalidArgument(format!("cannot read barge runtime config {path}: {e}"))
+        })?;
+    }
     Ok(Options::from_toml(&body)?)
 }
 
-/// A minimal protobuf reader for three string fields.
-fn parse_runtime_options(mut buf: &[u8]) -> Result<RuntimeOptions> {
-    let bad = || Error::InvalidArgument(format!("malformed {RUNTIME_OPTIONS}"));
-    let mut out = RuntimeOptions::default();
+/// One field of a protobuf message, as it is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    /// A fixed32 or fixed64, which no field barge reads has.
+    Fixed,
+}
+
+impl Value<'_> {
+    /// A length-delimited field as UTF-8 text; `message` is named on error.
+    pub fn text(&self, message: &str) -> Result<String> {
+        match self {
+            Value::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| {
+                Error::InvalidArgument(format!("malformed {message}: a string is not UTF-8"))
+            }),
+            _ => Err(Error::InvalidArgument(format!(
+                "malformed {message}: a string field is not length-delimited"
+            ))),
+        }
+    }
+}
+
+/// The fields of a protobuf message, in wire order. `message` names it in
+/// the error when the bytes are not protobuf.
+pub fn fields<'a>(mut buf: &'a [u8], message: &str) -> Result<Vec<(u64, Value<'a>)>> {
+    let bad = || Error::InvalidArgument(format!("malformed {message}"));
+    let mut out = Vec::new();
     while !buf.is_empty() {
         let (key, rest) = varint(buf).ok_or_else(bad)?;
         buf = rest;
-        match key & 7 {
-            0 => buf = varint(buf).ok_or_else(bad)?.1,
-            1 => buf = buf.get(8..).ok_or_else(bad)?,
-            5 => buf = buf.get(4..).ok_or_else(bad)?,
+        let value = match key & 7 {
+            0 => {
+                let (v, rest) = varint(buf).ok_or_else(bad)?;
+                buf = rest;
+                Value::Varint(v)
+            }
+            1 => {
+                buf = buf.get(8..).ok_or_else(bad)?;
+                Value::Fixed
+            }
+            5 => {
+                buf = buf.get(4..).ok_or_else(bad)?;
+                Value::Fixed
+            }
             2 => {
                 let (len, rest) = varint(buf).ok_or_else(bad)?;
                 let len = usize::try_from(len).map_err(|_| bad())?;
                 let value = rest.get(..len).ok_or_else(bad)?;
                 buf = &rest[len..];
-                let text = || String::from_utf8(value.to_vec()).map_err(|_| bad());
-                match key >> 3 {
-                    1 => out.type_url = text()?,
-                    2 => out.config_path = text()?,
-                    3 => out.config_body = text()?,
-                    _ => {}
-                }
+                Value::Bytes(value)
             }
             _ => return Err(bad()),
-        }
+        };
+        out.push((key >> 3, value));
     }
     Ok(out)
 }
@@ -134,13 +186,46 @@ mod tests {
             .to_string();
         assert!(err.contains("/no/such.toml"), "{err}");
         let mut wrong = any(vec![]);
-        wrong.type_url = "containerd.runc.v1.Options".into();
-        wrong.value = vec![1];
+        wrong.type_url = "containerd.runc.v1.CheckpointOptions".into();
+        wrong.value = vec![8, 1];
         let err = decode(Some(&wrong)).unwrap_err().to_string();
-        assert!(err.contains("containerd.runc.v1.Options"), "{err}");
+        assert!(
+            err.contains("containerd.runc.v1.CheckpointOptions"),
+            "{err}"
+        );
         let err = decode(Some(&any(vec![0x1a, 0x10, b'x'])))
             .unwrap_err()
             .to_string();
         assert!(err.contains("malformed"), "{err}");
+    }
+
+    #[test]
+    fn option_types_are_known_with_or_without_a_prefix() {
+        for url in [
+            "runtimeoptions.v1.Options",
+            "containerd.runc.v1.Options",
+            "type.googleapis.com/containerd.runc.v1.Options",
+            "containerd.linux.runc.CreateOptions",
+        ] {
+            assert!(is_options_type(url), "{url}");
+        }
+        assert!(!is_options_type("containerd.io/cri.v1.PodSandboxConfig"));
+    }
+
+    #[test]
+    fn wire_fields() {
+        // field 1 varint 150, field 2 "hi", field 3 fixed32
+        let bytes = [0x08, 0x96, 0x01, 0x12, 0x02, b'h', b'i', 0x1d, 1, 2, 3, 4];
+        let f = fields(&bytes, "m").unwrap();
+        assert_eq!(
+            f,
+            vec![
+                (1, Value::Varint(150)),
+                (2, Value::Bytes(b"hi")),
+                (3, Value::Fixed)
+            ]
+        );
+        assert!(fields(&[0x08], "m").is_err());
+        assert!(fields(&[0x12, 0x05, b'x'], "m").is_err());
     }
 }

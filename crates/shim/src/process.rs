@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,14 @@ pub struct Exit {
 /// A container's init made with CLONE_PARENT sends its parent no SIGCHLD,
 /// so the reaper can't rely on the signal alone: a pidfd tells when it ends.
 pub async fn exited(pid: u32) -> std::io::Result<()> {
+    let fd = watch(pidfd(pid)?)?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
+/// A pidfd for `pid`: it names that process for as long as it is open, even
+/// once the process has been reaped and its pid reused.
+pub fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; it touches no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -28,15 +37,15 @@ pub async fn exited(pid: u32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Puts a pidfd on the event loop: it turns readable when its process exits.
+pub fn watch(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged
     // until the AsyncFd is dropped.
-    let fd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| e.into_parts().1)?;
-    let _ready = fd.readable().await?;
-    Ok(())
+    unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Reaps every child that has exited, without blocking. `__WALL` also

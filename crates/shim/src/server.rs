@@ -104,6 +104,8 @@ async fn run(
     };
 
     service.shutdown.notified().await;
+    // Loggers whose containers are gone end (within bounds) before the shim.
+    crate::logbinary::ended().await;
     trimmer.abort();
     log::info!("shutting down");
     publisher.flush().await;

@@ -8,13 +8,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult, LogLevel};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::TASK_API_VERSION;
 use sha2::{Digest, Sha256};
 
 use crate::args::Flags;
 use crate::error::{Error, Result};
-use crate::spec;
+use crate::{options, shim_cgroup, spec};
 
 const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
 /// sun_path holds 108 bytes; containerd keeps two of them spare.
@@ -38,6 +39,9 @@ pub struct StartParams {
     pub socket_dir: PathBuf,
     pub ttrpc_address: String,
     pub debug: bool,
+    /// The runtime options containerd sent: before 2.3 the whole of stdin,
+    /// from 2.3 on one of BootstrapParams' extensions.
+    pub options: Option<Any>,
 }
 
 /// Decides between the bootstrap protocol and the legacy one from what
@@ -48,18 +52,31 @@ pub fn read_params(flags: &Flags, input: &[u8]) -> Result<StartParams> {
         socket_dir: PathBuf::from(DEFAULT_SOCKET_DIR),
         ttrpc_address: std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
         debug: flags.debug,
+        options: None,
     };
     if input.is_empty() {
         return Ok(legacy);
     }
     // Before 2.3 stdin carries the runtime options, a protobuf Any; it can
     // decode as BootstrapParams too, but then its id and namespace don't match.
+    let legacy = StartParams {
+        options: Any::parse_from_bytes(input)
+            .ok()
+            .filter(|a| options::is_options_type(&a.type_url)),
+        ..legacy
+    };
     let Ok(params) = BootstrapParams::parse_from_bytes(input) else {
         return Ok(legacy);
     };
     if params.instance_id != flags.id || params.namespace != flags.namespace {
         return Ok(legacy);
     }
+    let options = params
+        .extensions
+        .iter()
+        .filter_map(|e| e.value.as_ref())
+        .find(|a| options::is_options_type(&a.type_url))
+        .cloned();
     let ttrpc_address = if params.containerd_ttrpc_address.is_empty() {
         legacy.ttrpc_address
     } else {
@@ -75,6 +92,7 @@ pub fn read_params(flags: &Flags, input: &[u8]) -> Result<StartParams> {
             .unwrap_or(legacy.socket_dir),
         ttrpc_address,
         debug: flags.debug || params.log_level.value() <= LogLevel::LOG_LEVEL_DEBUG as i32,
+        options,
     })
 }
 
@@ -189,6 +207,10 @@ pub fn run(flags: &Flags, serve: impl FnOnce(StartParams, OwnedFd) -> i32) -> Re
     let address = match listen(&path)? {
         Listening::Existing(address) => address,
         Listening::New(address, listener) => {
+            if let Err(e) = prepare_server(params.options.as_ref()) {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
             spawn_server(params.clone(), listener, serve)?;
             address
         }
@@ -199,6 +221,18 @@ pub fn run(flags: &Flags, serve: impl FnOnce(StartParams, OwnedFd) -> i32) -> Re
     out.write_all(&reply)
         .and_then(|_| out.flush())
         .map_err(Error::io("write start reply"))
+}
+
+/// Joins the shim cgroup the options name and raises the OOM score, in
+/// this process, so that the server forked next inherits both (see
+/// [`shim_cgroup`]). Options that do not decode are left for Create to
+/// report: it gets the same ones.
+fn prepare_server(given: Option<&Any>) -> Result<()> {
+    let cgroup = options::decode(given).ok().and_then(|o| o.shim_cgroup);
+    if let Some(cgroup) = cgroup {
+        shim_cgroup::join(&cgroup)?;
+    }
+    shim_cgroup::raise_oom_score_adj()
 }
 
 /// Forks the long-running server. The `start` process has only one thread,
@@ -237,6 +271,7 @@ fn spawn_server(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use containerd_shim_protos::protobuf::MessageField;
 
     fn flags() -> Flags {
         Flags {
@@ -286,6 +321,44 @@ mod tests {
         let p = read_params(&flags(), &any.write_to_bytes().unwrap()).unwrap();
         assert_eq!(p.reply, Reply::BareAddress);
         assert_eq!(encode_reply(p.reply, "unix:///a").unwrap(), b"unix:///a");
+    }
+
+    fn runc_options() -> Any {
+        Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            // ShimCgroup "/s"
+            value: b"\x1a\x02/s".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn options_are_found_on_stdin_and_in_bootstrap_extensions() {
+        let any = runc_options();
+        let p = read_params(&flags(), &any.write_to_bytes().unwrap()).unwrap();
+        assert_eq!(p.options.as_ref(), Some(&any));
+        let params = BootstrapParams {
+            instance_id: "c1".into(),
+            namespace: "ns".into(),
+            extensions: vec![
+                containerd_shim_protos::bootstrap_api::Extension {
+                    value: MessageField::some(Any {
+                        type_url: "containerd.io/cri.v1.PodSandboxConfig".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                containerd_shim_protos::bootstrap_api::Extension {
+                    value: MessageField::some(any.clone()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let p = read_params(&flags(), &params.write_to_bytes().unwrap()).unwrap();
+        assert_eq!(p.reply, Reply::Bootstrap);
+        assert_eq!(p.options.as_ref(), Some(&any));
+        assert!(read_params(&flags(), b"").unwrap().options.is_none());
     }
 
     #[test]

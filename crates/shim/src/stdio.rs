@@ -1,10 +1,12 @@
 //! The container's stdio, as containerd names it in Create: fifo paths,
-//! `file://` URIs, or nothing.
+//! `file://` URIs, logging binaries (`binary://`, `binary-v2://`, see
+//! [`crate::logbinary`]), or nothing.
 //!
 //! stdout and stderr: the container gets the fifos themselves, with no
 //! copying through the shim. The shim keeps a reader on each until the
 //! process exits, so that the container never takes SIGPIPE when the client
-//! goes away.
+//! goes away. A logging binary's pipes go to the container the same way;
+//! one logger takes both streams when both name it.
 //!
 //! stdin is copied from the fifo into a pipe. A fifo read before containerd's
 //! writer has opened it would give end-of-file at once, and a writer kept by
@@ -22,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::logbinary::{self, Logger, Owner, Stream};
 use crate::AbortOnDrop;
 
 /// The ends of the fifos the shim keeps while the process lives.
@@ -29,6 +32,8 @@ use crate::AbortOnDrop;
 pub struct Held {
     pub stdin: Option<StdinCopy>,
     pub outputs: Vec<OwnedFd>,
+    /// Dropping a logger closes its pipes and ends it.
+    pub loggers: Vec<Logger>,
 }
 
 /// The running copy of stdin. Dropping it stops the copy.
@@ -47,9 +52,16 @@ impl StdinCopy {
     }
 }
 
-/// Opens the three streams of a process. With a terminal the process gets
-/// none: its runtime connects it to the pty, and [`crate::console`] copies.
-pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(Stdio, Held)> {
+/// Opens the three streams of `owner`'s process. With a terminal the
+/// process gets none: its runtime connects it to the pty, and
+/// [`crate::console`] copies.
+pub fn open(
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+    terminal: bool,
+    owner: &Owner,
+) -> Result<(Stdio, Held)> {
     if terminal {
         return Ok((Stdio::default(), Held::default()));
     }
@@ -62,8 +74,8 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(
             Some(container)
         }
     };
-    let stdout = open_output(stdout, &mut held)?;
-    let stderr = open_output(stderr, &mut held)?;
+    let stdout = open_output(stdout, Stream::Stdout, &mut held, owner)?;
+    let stderr = open_output(stderr, Stream::Stderr, &mut held, owner)?;
     Ok((
         Stdio {
             stdin,
@@ -97,20 +109,41 @@ where
     let mut from = pipe::Receiver::from_file(fifo).map_err(Error::io("watch stdin fifo"))?;
     let (close, mut closed) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        tokio::select! {
-            r = tokio::io::copy(&mut from, &mut to) => {
-                if let Err(e) = r {
-                    log::debug!("stdin copy ended: {e}");
-                }
-            }
-            _ = &mut closed => {
-                // Drain what the client wrote before it asked to close.
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n) = from.try_read(&mut buf) {
-                    if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+        use std::os::fd::AsRawFd;
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Only the read races CloseIO; what was read is always written,
+            // outside the select, so that nothing read is dropped.
+            let n = tokio::select! {
+                biased;
+                r = from.read(&mut buf) => match r {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        log::debug!("stdin copy ended: {e}");
                         break;
                     }
+                },
+                _ = &mut closed => {
+                    // Drain what the client wrote before it asked to close,
+                    // reading the fifo itself: the event loop may not have
+                    // seen it become readable yet.
+                    loop {
+                        match nix::unistd::read(from.as_raw_fd(), &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    break;
                 }
+            };
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
             }
         }
         if let Some(trailer) = trailer {
@@ -124,10 +157,15 @@ where
 }
 
 /// Where a terminal's output goes: containerd's stdout fifo, a `file://`
-/// log, or nowhere.
+/// log, a logging binary's stdout pipe, or nowhere.
 pub enum Sink {
     Fifo(tokio::net::unix::pipe::Sender),
     File(std::fs::File),
+    /// The pipe, and the logger, which ends once it is dropped.
+    Logger {
+        pipe: tokio::net::unix::pipe::Sender,
+        _logger: Held,
+    },
     Discard,
 }
 
@@ -135,7 +173,7 @@ impl Sink {
     pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         match self {
-            Sink::Fifo(f) => f.write_all(data).await,
+            Sink::Fifo(f) | Sink::Logger { pipe: f, .. } => f.write_all(data).await,
             Sink::File(f) => f.write_all(data),
             Sink::Discard => Ok(()),
         }
@@ -143,22 +181,31 @@ impl Sink {
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            Sink::Fifo(f) => f.flush().await,
+            Sink::Fifo(f) | Sink::Logger { pipe: f, .. } => f.flush().await,
             Sink::File(_) | Sink::Discard => Ok(()),
         }
     }
 }
 
-/// Opens the output that `uri` names for the shim to write into.
-pub fn open_sink(uri: &str) -> Result<Sink> {
+/// Opens the output that `uri` names for the shim to write `owner`'s
+/// terminal into.
+pub fn open_sink(uri: &str, owner: &Owner) -> Result<Sink> {
     if uri.is_empty() {
         return Ok(Sink::Discard);
     }
-    if uri.starts_with("file://") {
+    if uri.starts_with("file://") || logbinary::is_binary(uri) {
         let mut held = Held::default();
-        return Ok(match open_output(uri, &mut held)? {
-            Some(fd) => Sink::File(fd.into()),
-            None => Sink::Discard,
+        let Some(fd) = open_output(uri, Stream::Stdout, &mut held, owner)? else {
+            return Ok(Sink::Discard);
+        };
+        if held.loggers.is_empty() {
+            return Ok(Sink::File(fd.into()));
+        }
+        let pipe = tokio::net::unix::pipe::Sender::from_owned_fd(fd)
+            .map_err(Error::io("watch the pipe of the logging binary"))?;
+        return Ok(Sink::Logger {
+            pipe,
+            _logger: held,
         });
     }
     let path = strip_fifo_scheme(uri)?;
@@ -171,9 +218,25 @@ pub fn open_sink(uri: &str) -> Result<Sink> {
     Ok(Sink::Fifo(fifo))
 }
 
-fn open_output(uri: &str, held: &mut Held) -> Result<Option<OwnedFd>> {
+fn open_output(
+    uri: &str,
+    stream: Stream,
+    held: &mut Held,
+    owner: &Owner,
+) -> Result<Option<OwnedFd>> {
     if uri.is_empty() {
         return Ok(None);
+    }
+    if logbinary::is_binary(uri) {
+        // One logger for both streams when both name it, as in containerd.
+        let logger = match held.loggers.iter().position(|l| l.uri() == uri) {
+            Some(i) => &held.loggers[i],
+            None => {
+                held.loggers.push(Logger::start(uri, owner)?);
+                &held.loggers[held.loggers.len() - 1]
+            }
+        };
+        return logger.writer(stream).map(Some);
     }
     if let Some(path) = uri.strip_prefix("file://") {
         if let Some(dir) = std::path::Path::new(path).parent() {
@@ -201,13 +264,51 @@ fn open_output(uri: &str, held: &mut Held) -> Result<Option<OwnedFd>> {
     Ok(Some(container.into()))
 }
 
+/// Gives the streams a process gets to `owner` (uid, gid), as runc-v2
+/// does with its pipes for `IoUid`/`IoGid`: a process in a user namespace
+/// can then reopen them by path (`/dev/stdout`, `/proc/self/fd/1`), which
+/// the kernel only allows to a user its namespace maps. The stdin pipe is
+/// the shim's own, the output fifos are containerd's (reachable only
+/// through the descriptors the process already holds), a logging binary's
+/// pipes are the shim's. A `file://` log is the user's file and keeps its
+/// owner; the process writes it through its descriptor as before.
+pub fn set_owner(
+    stdio: &Stdio,
+    stdout: &str,
+    stderr: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    let streams = [
+        ("stdin", stdio.stdin.as_ref(), ""),
+        ("stdout", stdio.stdout.as_ref(), stdout),
+        ("stderr", stdio.stderr.as_ref(), stderr),
+    ];
+    for (name, fd, uri) in streams {
+        let Some(fd) = fd.filter(|_| !uri.starts_with("file://")) else {
+            continue;
+        };
+        nix::unistd::fchown(
+            fd.as_raw_fd(),
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| Error::Other(format!("give the process's {name} to {uid}:{gid}: {e}")))?;
+    }
+    Ok(())
+}
+
 fn strip_fifo_scheme(uri: &str) -> Result<&str> {
     if let Some(path) = uri.strip_prefix("fifo://") {
         return Ok(path);
     }
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(Error::Unimplemented(format!(
-            "stdio scheme `{scheme}://` is not supported by barge yet (fifos and file:// are)"
+            "stdio scheme `{scheme}://` is not supported by barge (stdin is a fifo; stdout and \
+             stderr are fifos, file://, binary:// or binary-v2:// URIs)"
         )));
     }
     Ok(uri)
@@ -244,7 +345,7 @@ mod tests {
             .custom_flags(libc::O_NONBLOCK)
             .open(&out)
             .unwrap();
-        let (stdio, held) = open("", &out, "", false).unwrap();
+        let (stdio, held) = open("", &out, "", false, &Owner::default()).unwrap();
         let mut w = std::fs::File::from(stdio.stdout.unwrap());
         w.write_all(b"hello\n").unwrap();
         drop(w);
@@ -265,7 +366,7 @@ mod tests {
     async fn stdin_waits_for_the_writer_and_ends_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let inp = mkfifo(dir.path(), "in");
-        let (stdio, _held) = open(&inp, "", "", false).unwrap();
+        let (stdio, _held) = open(&inp, "", "", false, &Owner::default()).unwrap();
         // No writer yet: the copy must not take that for end-of-file.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let mut writer = OpenOptions::new().write(true).open(&inp).unwrap();
@@ -279,7 +380,7 @@ mod tests {
     async fn close_io_delivers_what_was_written_then_end_of_file() {
         let dir = tempfile::tempdir().unwrap();
         let inp = mkfifo(dir.path(), "in");
-        let (stdio, mut held) = open(&inp, "", "", false).unwrap();
+        let (stdio, mut held) = open(&inp, "", "", false, &Owner::default()).unwrap();
         // The client keeps its writer open and sends CloseIO instead.
         let mut writer = OpenOptions::new().write(true).open(&inp).unwrap();
         writer.write_all(b"abc").unwrap();
@@ -294,14 +395,21 @@ mod tests {
     async fn file_uri_and_bad_schemes() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("sub/out.log");
-        let (stdio, _) = open("", &format!("file://{}", log.display()), "", false).unwrap();
+        let (stdio, _) = open(
+            "",
+            &format!("file://{}", log.display()),
+            "",
+            false,
+            &Owner::default(),
+        )
+        .unwrap();
         std::fs::File::from(stdio.stdout.unwrap())
             .write_all(b"x")
             .unwrap();
         assert_eq!(std::fs::read(&log).unwrap(), b"x");
-        let err = open("", "binary:///bin/logger", "", false).unwrap_err();
-        assert!(err.to_string().contains("binary://"), "{err}");
-        let err = open("", "/nonexistent/fifo", "", false).unwrap_err();
+        let err = open("", "syslog://host", "", false, &Owner::default()).unwrap_err();
+        assert!(err.to_string().contains("syslog://"), "{err}");
+        let err = open("", "/nonexistent/fifo", "", false, &Owner::default()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/fifo"), "{err}");
     }
 }

@@ -366,7 +366,11 @@ impl Workload for Guest {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
-        for fd in inherited.into_iter().filter(|fd| *fd > 2) {
+        let keep = self.settings.limit_fd;
+        for fd in inherited
+            .into_iter()
+            .filter(|fd| *fd > 2 && Some(*fd) != keep)
+        {
             // SAFETY: every one of these came from the shim; nothing in this
             // process uses them from here on.
             unsafe { libc::close(fd) };

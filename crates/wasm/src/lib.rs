@@ -9,6 +9,7 @@
 mod cache;
 mod guest;
 mod layers;
+mod limit;
 mod run;
 pub mod settings;
 mod stop;
@@ -89,7 +90,10 @@ impl Executor for Wasm {
             Some((id, source)) if id == ctx.id => source,
             _ => Wasm::source(&ctx).map_err(Error::InvalidArgument)?,
         };
-        let settings = Settings::resolve(ctx.spec, ctx.options)?;
+        let mut settings = Settings::resolve(ctx.spec, ctx.options)?;
+        let limit = limit::SharedLimit::new(settings.memory_limit)
+            .map_err(Error::io("make the shared memory limit"))?;
+        settings.limit_fd = Some(limit.fd());
         let cache = open_cache(ctx.options);
         log::info!(
             "wasm {}: running {} with preopens {:?}",
@@ -98,8 +102,9 @@ impl Executor for Wasm {
             settings.preopens
         );
         let guest = Guest::new(ctx.id, source, settings, cache);
-        let execs = exec_workload(&ctx);
-        barge_native::create_with(ctx, guest, execs)
+        let execs = exec_workload(&ctx, limit.fd());
+        let inner = barge_native::create_with(ctx, guest, execs)?;
+        Ok(Box::new(WasmContainer { inner, limit }))
     }
 
     fn cleanup(&self, ctx: &CleanupContext<'_>) -> Result<()> {
@@ -125,19 +130,25 @@ fn open_cache(options: &barge_executor::Options) -> Option<Cache> {
 /// container's executor: a Wasm module or component under wasmtime, with
 /// the exec's own args and env and the container's sandbox settings; an
 /// ELF binary or script as a native process.
-fn exec_workload(ctx: &CreateContext<'_>) -> barge_native::ExecWorkload {
+fn exec_workload(ctx: &CreateContext<'_>, limit_fd: std::os::fd::RawFd) -> barge_native::ExecWorkload {
     let id = ctx.id.to_string();
     let bundle = ctx.bundle.to_path_buf();
     let spec = ctx.spec.clone();
     let options = ctx.options.clone();
-    Box::new(move |exec: &ExecContext<'_>| {
+    Box::new(move |exec: &ExecContext<'_>, init_pid: u32| {
         let mut spec = spec.clone();
         spec.set_process(Some(exec.process.clone()));
+        // Looked up as the container sees its filesystem now, with its
+        // mounts (volumes, bind mounts), not in the bundle's rootfs alone.
+        let mut root = spec.root().clone().unwrap_or_default();
+        root.set_path(std::path::PathBuf::from(format!("/proc/{init_pid}/root")));
+        spec.set_root(Some(root));
         let found = entrypoint::find(&bundle, &spec).map_err(Error::InvalidArgument)?;
         match found.kind {
             Kind::Elf | Kind::Script => Ok(barge_native::Workload::boxed(barge_native::Exec)),
             Kind::WasmModule | Kind::WasmText => {
-                let settings = Settings::resolve(&spec, &options)?;
+                let mut settings = Settings::resolve(&spec, &options)?;
+                settings.limit_fd = Some(limit_fd);
                 log::info!(
                     "wasm {id}: exec {} runs {} under wasmtime",
                     exec.exec_id,
@@ -153,4 +164,52 @@ fn exec_workload(ctx: &CreateContext<'_>) -> barge_native::ExecWorkload {
             ))),
         }
     })
+}
+
+/// A Wasm container: made and run as a native one, and its guests' memory
+/// limit follows Update.
+struct WasmContainer {
+    inner: Box<dyn Container>,
+    limit: limit::SharedLimit,
+}
+
+impl Container for WasmContainer {
+    fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.inner.start()
+    }
+
+    fn kill(&mut self, signal: u32, all: bool) -> Result<()> {
+        self.inner.kill(signal, all)
+    }
+
+    fn pids(&self) -> Result<Vec<u32>> {
+        self.inner.pids()
+    }
+
+    fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32> {
+        self.inner.exec(ctx)
+    }
+
+    fn set_paused(&mut self, paused: bool) -> Result<()> {
+        self.inner.set_paused(paused)
+    }
+
+    fn update(&mut self, resources: &barge_executor::LinuxResources) -> Result<()> {
+        self.inner.update(resources)?;
+        if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
+            let limit = (limit > 0).then_some(limit as usize);
+            self.limit
+                .set(limit)
+                .map_err(Error::io("write the guests' memory limit"))?;
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self) -> Result<()> {
+        self.inner.delete()
+    }
 }

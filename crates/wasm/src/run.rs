@@ -32,7 +32,7 @@ pub const TRAP_EXIT: i32 = 134;
 /// Store data for a WASI preview 1 module.
 pub struct P1Host {
     pub wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    limits: Limits,
 }
 
 /// Store data for a WASI 0.2 component.
@@ -41,7 +41,7 @@ pub struct P2Host {
     http: WasiHttpCtx,
     hooks: NoOutgoing,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limits,
 }
 
 /// Incoming requests only: a guest's outgoing requests are refused, as
@@ -97,12 +97,62 @@ fn wasi_builder(settings: &Settings) -> wasmtime::Result<WasiCtxBuilder> {
     Ok(b)
 }
 
-fn limits(settings: &Settings) -> StoreLimits {
-    let mut b = StoreLimitsBuilder::new();
-    if let Some(limit) = settings.memory_limit {
-        b = b.memory_size(limit);
+fn limits(settings: &Settings) -> Limits {
+    Limits {
+        others: StoreLimitsBuilder::new().build(),
+        at_create: settings.memory_limit,
+        shared: settings.limit_fd,
     }
-    b.build()
+}
+
+/// The limit on each linear memory: the container's memory limit as the
+/// shim last wrote it (see `limit`), so that an Update reaches running
+/// guests at their next `memory.grow`, and every instance made afterwards.
+/// Memory a guest already has is kept: a lower limit does not shrink it
+/// (the cgroup may then OOM-kill the container).
+pub struct Limits {
+    others: StoreLimits,
+    at_create: Option<usize>,
+    shared: Option<std::os::fd::RawFd>,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = self
+            .shared
+            .and_then(crate::limit::read)
+            .unwrap_or(self.at_create);
+        if limit.is_some_and(|limit| desired > limit) {
+            return Ok(false);
+        }
+        self.others.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.others.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.others.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.others.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.others.memories()
+    }
 }
 
 fn arm_store<T>(store: &mut Store<T>, settings: &Settings) -> wasmtime::Result<()> {

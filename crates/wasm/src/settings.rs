@@ -38,6 +38,9 @@ pub struct Settings {
     pub http_port: u16,
     /// The limit on each linear memory, from the spec's memory limit.
     pub memory_limit: Option<usize>,
+    /// The shim's shared memory limit (`limit::SharedLimit`), which
+    /// follows Update; set by the executor after `resolve`.
+    pub limit_fd: Option<std::os::fd::RawFd>,
 }
 
 impl Settings {
@@ -123,6 +126,7 @@ impl Settings {
             timeout: (!timeout.is_zero()).then_some(timeout),
             http_port,
             memory_limit,
+            limit_fd: None,
         })
     }
 }

@@ -10,6 +10,7 @@ mod exec;
 mod lifecycle;
 mod machine;
 mod memory;
+mod metrics;
 mod progress;
 mod report;
 mod runner;
@@ -60,6 +61,7 @@ const SECTIONS: &[(&str, Section)] = &[
     ("throughput", throughput::run),
     ("memory", memory::run),
     ("exec", exec::run),
+    ("stats", metrics::run),
     ("wasm", wasm::run),
 ];
 
@@ -67,6 +69,8 @@ const SECTIONS: &[(&str, Section)] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub quick: bool,
+    /// The sections to run (`BENCH_ONLY`), in report order; all by default.
+    pub sections: Vec<&'static str>,
     /// `1.6`, `1.7`, `2.1` or `2.3`.
     pub containerd: String,
     /// Runs per variant for lifecycle latency.
@@ -83,6 +87,8 @@ pub struct Config {
     pub exec_workers: usize,
     /// Measuring time per variant for exec throughput.
     pub exec_time: Duration,
+    /// Tasks.Metrics calls per variant for the Stats cost.
+    pub stats_calls: usize,
     /// Waiting Wasm servers (and as many sleeping busybox containers) for
     /// the Wasm memory figures.
     pub wasm_containers: usize,
@@ -98,9 +104,21 @@ impl Config {
         if !["1.6", "1.7", "2.1", "2.3"].contains(&containerd.as_str()) {
             bail!("BENCH_CONTAINERD={containerd}: expected 1.6, 1.7, 2.1 or 2.3");
         }
+        let all: Vec<&'static str> = SECTIONS.iter().map(|(name, _)| *name).collect();
+        let sections = match std::env::var("BENCH_ONLY") {
+            Ok(only) if !only.trim().is_empty() => {
+                let asked: Vec<&str> = only.split(',').map(str::trim).collect();
+                if let Some(bad) = asked.iter().find(|a| !all.contains(a)) {
+                    bail!("BENCH_ONLY={only}: no section {bad:?}; the sections are {all:?}");
+                }
+                all.into_iter().filter(|s| asked.contains(s)).collect()
+            }
+            _ => all,
+        };
         let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
         Ok(Config {
             quick,
+            sections,
             containerd,
             lifecycle_runs: if quick { 5 } else { 30 },
             workers: vec![1, 2, 8],
@@ -109,6 +127,7 @@ impl Config {
             exec_runs: if quick { 8 } else { 30 },
             exec_workers: 2,
             exec_time: Duration::from_secs(if quick { 3 } else { 10 }),
+            stats_calls: if quick { 200 } else { 1000 },
             wasm_containers: if quick { 5 } else { 10 },
             out_dir,
         })
@@ -372,6 +391,9 @@ fn run() -> Result<ExitCode> {
     let failed_variants = preflight(&mut bench)?;
     let mut results = Vec::new();
     for (name, section) in SECTIONS {
+        if !bench.cfg.sections.contains(name) {
+            continue;
+        }
         check_stop()?;
         bench.progress.update(name, "starting");
         let outcome = section(&bench).map_err(|e| format!("{e:#}"));

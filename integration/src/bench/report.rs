@@ -247,6 +247,7 @@ impl Report<'_> {
                     "full".into()
                 },
             ),
+            ("sections", c.sections.join(", ")),
             ("image", "docker.io/library/busybox:latest".into()),
             (
                 "lifecycle",
@@ -275,6 +276,16 @@ impl Report<'_> {
                 format!(
                     "`ctr task exec --exec-id ID CONTAINER true` into a running `ctr run -d IMAGE CONTAINER sleep 1000` per variant, after one warm-up exec: {} runs per variant, interleaved; throughput: {} workers looping execs into the same container, {:?} per variant in {} interleaved slices",
                     c.exec_runs, c.exec_workers, c.exec_time, super::throughput::ROUNDS
+                ),
+            ),
+            (
+                "stats",
+                format!(
+                    "containerd's gRPC Tasks.Metrics for one `ctr run -d IMAGE ID sleep 1000` per variant (containerd asks its shim for Stats), after {warm} warm-up calls: {n} calls per variant in {slices} interleaved slices; the shim's utime+stime from /proc/PID/stat around each slice, and the client's wall time, divided by the calls; the shim's VmRSS and open descriptors after all calls minus before them, each taken after {quiet:?} without requests",
+                    warm = super::metrics::WARM_UP,
+                    n = c.stats_calls,
+                    slices = super::metrics::SLICES,
+                    quiet = super::metrics::QUIET,
                 ),
             ),
             (

@@ -5,6 +5,8 @@
 //! - `BENCH_QUICK=1`: the short version (a few runs, 2 s per throughput
 //!   config, 1 and 5 sleeping containers, 5 Wasm servers).
 //! - `BENCH_CONTAINERD=1.6|1.7|2.1|2.3`: which containerd (default 1.7).
+//! - `BENCH_ONLY=stats,exec`: only these sections (lifecycle, throughput,
+//!   memory, exec, stats, wasm); all by default.
 //! - `BARGE_SHIM`: the shim under test (default
 //!   `target/release/containerd-shim-barge-v1`).
 //! - `BARGE_IT_WASM`: where `make wasm-fixtures` put the Wasm images that

@@ -196,6 +196,15 @@ impl Mount<'_> {
     }
 }
 
+/// Where cgroup `path` (as `/proc/<pid>/cgroup` names it) is under each
+/// cgroup and cgroup2 mount of `mountinfo`, whether it exists there or not.
+pub fn dirs_in_every_hierarchy(mountinfo: &str, path: &str) -> Vec<PathBuf> {
+    cgroup_mounts(mountinfo)
+        .iter()
+        .filter_map(|m| m.dir_of(path, Path::new("/")))
+        .collect()
+}
+
 fn cgroup_mounts(mountinfo: &str) -> Vec<Mount<'_>> {
     mountinfo
         .lines()
@@ -509,7 +518,14 @@ pub(crate) mod tests {
             let cgroup = RealCgroup { dirs, child };
             let comm = format!("/proc/{}/comm", cgroup.child.id());
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            // Until it sleeps for good: after the exec, sleep still runs
+            // for a moment (loading, setting up), and uses CPU and memory.
+            let wchan = format!("/proc/{}/wchan", cgroup.child.id());
+            while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep"
+                || !std::fs::read_to_string(&wchan)
+                    .unwrap_or_default()
+                    .contains("nanosleep")
+            {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "the test process never ran sleep"

@@ -12,6 +12,7 @@ use super::table::Proc;
 use super::Service;
 use crate::console::{Console, Listener};
 use crate::error::Result;
+use crate::logbinary::Owner;
 use crate::stdio;
 
 /// What a process's launch holds between opening its IO and knowing its pid.
@@ -19,12 +20,14 @@ pub struct Launch {
     held: stdio::Held,
     listener: Option<Listener>,
     io: TaskIO,
+    owner: Owner,
 }
 
 impl Launch {
-    /// Opens the streams, or with a terminal the console socket.
-    pub fn prepare(io: &TaskIO) -> Result<(Stdio, Launch)> {
-        let (stdio, held) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal)?;
+    /// Opens the streams of `owner`'s process, or with a terminal the
+    /// console socket.
+    pub fn prepare(io: &TaskIO, owner: Owner) -> Result<(Stdio, Launch)> {
+        let (stdio, held) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal, &owner)?;
         let listener = if io.terminal {
             Some(Listener::bind()?)
         } else {
@@ -36,6 +39,7 @@ impl Launch {
                 held,
                 listener,
                 io: io.clone(),
+                owner,
             },
         ))
     }
@@ -57,7 +61,7 @@ impl Launch {
         proc.held = self.held;
         if let Some(listener) = self.listener {
             let master = listener.receive()?;
-            let console = Console::start(master, &self.io.stdin, &self.io.stdout)?;
+            let console = Console::start(master, &self.io.stdin, &self.io.stdout, &self.owner)?;
             if let Some(size) = size.filter(|s| s.width() > 0 && s.height() > 0) {
                 console.resize(size.width() as u32, size.height() as u32)?;
             }

@@ -21,6 +21,7 @@ use super::table::{publish_exit, Entry, Proc};
 use super::Service;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Event};
+use crate::logbinary::Owner;
 use crate::process::Exit;
 use crate::{mount, options, spec, state, AbortOnDrop};
 
@@ -56,7 +57,8 @@ impl Service {
         let mut init = Proc::new("", io.clone(), None);
         let created = (|| {
             check_rootfs(&bundle, &spec)?;
-            let (stdio, launch) = Launch::prepare(&io)?;
+            let (stdio, launch) = Launch::prepare(&io, Owner::new(&req.id, &self.namespace))?;
+            crate::stdio::set_owner(&stdio, &io.stdout, &io.stderr, options.io_owner())?;
             let ctx = CreateContext {
                 id: &req.id,
                 namespace: &self.namespace,
@@ -94,17 +96,13 @@ impl Service {
         };
         let pid = init.pid;
         // Watch for OOM kills from now on, while the init is still waiting.
+        let kills = crate::oom::Kills::of_pid(pid);
         let oom = {
             let publisher = self.publisher.clone();
             let id = req.id.clone();
+            let kills = kills.clone();
             tokio::spawn(async move {
-                crate::oom::watch(pid, || {
-                    publisher.publish(Event::Oom(TaskOOM {
-                        container_id: id.clone(),
-                        ..Default::default()
-                    }))
-                })
-                .await
+                crate::oom::watch(kills, move || publish_oom(&publisher, &id)).await
             })
         };
         self.publisher.publish(Event::Create(TaskCreate {
@@ -124,6 +122,8 @@ impl Service {
             rootfs,
             own_pid_namespace: spec::has_own_pid_namespace(&spec),
             paused: false,
+            io_owner: options.io_owner(),
+            kills,
             cgroup: crate::stats::Cgroup::of_pid(pid)
                 .inspect_err(|e| log::warn!("container {}: no cgroup for Stats: {e}", req.id))
                 .ok(),
@@ -227,7 +227,10 @@ impl Service {
             )));
         }
         let Entry {
-            container, execs, ..
+            container,
+            execs,
+            io_owner,
+            ..
         } = entry;
         let proc = execs.get_mut(&req.exec_id).ok_or_else(|| {
             Error::NotFound(format!(
@@ -242,7 +245,9 @@ impl Service {
             )));
         }
         let process = proc.spec.take().unwrap_or_default();
-        let (stdio, launch) = Launch::prepare(&proc.io)?;
+        let (stdio, launch) = Launch::prepare(&proc.io, Owner::new(&req.exec_id, &self.namespace))?;
+        crate::stdio::set_owner(&stdio, &proc.io.stdout, &proc.io.stderr, *io_owner)?;
+        let began = std::time::Instant::now();
         let pid = container
             .exec(ExecContext {
                 exec_id: &req.exec_id,
@@ -254,6 +259,12 @@ impl Service {
                 // Nothing runs; the exec can still be started again or deleted.
                 proc.spec = Some(process.clone());
             })?;
+        log::debug!(
+            "exec {} in container {}: pid {pid} in {:.1} ms",
+            req.exec_id,
+            req.id,
+            began.elapsed().as_secs_f64() * 1000.0
+        );
         let finished = launch.finish(proc, pid, process.console_size());
         if finished.is_err() {
             // It runs without the terminal it asked for: end it.
@@ -381,6 +392,13 @@ impl Service {
         }));
         Ok(response)
     }
+}
+
+pub(super) fn publish_oom(publisher: &crate::events::Publisher, id: &str) {
+    publisher.publish(Event::Oom(TaskOOM {
+        container_id: id.to_string(),
+        ..Default::default()
+    }))
 }
 
 impl Entry {

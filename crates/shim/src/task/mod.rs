@@ -81,6 +81,9 @@ impl Service {
 
     /// Records the exit of a reaped child.
     pub fn on_exit(self: &Arc<Self>, pid: u32, exit: Exit) {
+        if crate::logbinary::reaped(pid, &exit) {
+            return;
+        }
         let mut state = self.state();
         match state.owner_of(pid) {
             Some((id, exec_id)) => self.reaped(&mut state, &id, &exec_id, exit),
@@ -110,9 +113,16 @@ impl Service {
         let Ok(entry) = state.container(id) else {
             return;
         };
-        if exec_id.is_empty() && !entry.own_pid_namespace {
-            // Without a PID namespace nothing else ends the init's children.
-            let _ = entry.container.kill(libc::SIGKILL as u32, true);
+        if exec_id.is_empty() {
+            // An OOM kill is published before the init's TaskExit, even
+            // when the kernel's OOM event has not reached the watch yet.
+            entry
+                .kills
+                .catch_up(&|| lifecycle::publish_oom(&self.publisher, id));
+            if !entry.own_pid_namespace {
+                // Without a PID namespace nothing else ends the init's children.
+                let _ = entry.container.kill(libc::SIGKILL as u32, true);
+            }
         }
         let Ok(proc) = entry.process(id, exec_id) else {
             return;

@@ -99,6 +99,10 @@ pub struct Entry {
     pub own_pid_namespace: bool,
     /// Frozen by Pause, until Resume.
     pub paused: bool,
+    /// The owner (uid, gid) of its processes' stdio (`io_uid`, `io_gid`).
+    pub io_owner: Option<(u32, u32)>,
+    /// The OOM kills of the container's memory cgroup.
+    pub kills: std::sync::Arc<crate::oom::Kills>,
     /// The init's cgroup, found once at Create, for Stats.
     pub cgroup: Option<crate::stats::Cgroup>,
     /// The OOM watch; dropping the entry stops it.
@@ -157,7 +161,9 @@ impl State {
         self.containers.iter().find_map(|(id, e)| {
             std::iter::once(&e.init)
                 .chain(e.execs.values())
-                .find(|p| p.pid == pid && p.started && p.reaped.is_none())
+                // An init has its pid from Create on (it may end before
+                // Start); an exec has one once started.
+                .find(|p| p.pid == pid && p.pid != 0 && p.reaped.is_none())
                 .map(|p| (id.clone(), p.exec_id.clone()))
         })
     }
