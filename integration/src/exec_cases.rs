@@ -929,7 +929,8 @@ fn api_spec(ctx: &CtrCtx) -> Result<()> {
         ])?;
         // Not RLIMIT_NOFILE: runc 1.1's Go runtime raises its soft limit to
         // the hard one in the exec's own process, racing the limit it set.
-        spec["rlimits"] = serde_json::json!([{"type": "RLIMIT_CORE", "hard": 2097152, "soft": 1048576}]);
+        spec["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_CORE", "hard": 2097152, "soft": 1048576}]);
         spec["noNewPrivileges"] = Value::from(true);
         let caps = serde_json::json!(["CAP_CHOWN", "CAP_KILL"]);
         spec["capabilities"] = serde_json::json!({

@@ -296,6 +296,17 @@ fn file(ctx: &CtrCtx) -> Result<()> {
                 out.describe()
             );
         }
+        // runc-v2 copies into the file on its own goroutines, which may
+        // still be writing when `ctr run --rm` returns: give it a moment.
+        let complete = |text: &str| text.lines().count() >= 3;
+        let _ = crate::cmd::poll(
+            "the log file to be complete",
+            Duration::from_secs(3),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Ok(complete(&text).then_some(()))
+            },
+        );
         let text = std::fs::read_to_string(&log).with_context(|| format!("{who}: read log"))?;
         let _ = std::fs::remove_dir_all(log.parent().unwrap_or(Path::new("/nonexistent")));
         // stdout and stderr of the second run may come in either order

@@ -392,6 +392,36 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn the_process_streams_get_the_io_owner_but_a_log_file_does_not() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (inp, out) = (mkfifo(dir.path(), "in"), mkfifo(dir.path(), "out"));
+        let log = dir.path().join("err.log");
+        let err = format!("file://{}", log.display());
+        let (stdio, _held) = open(&inp, &out, &err, false, &Owner::default()).unwrap();
+        set_owner(&stdio, &out, &err, Some((100000, 100001))).unwrap();
+        let owner = |fd: &Option<OwnedFd>| {
+            let m = std::fs::File::from(fd.as_ref().unwrap().try_clone().unwrap())
+                .metadata()
+                .unwrap();
+            (m.uid(), m.gid())
+        };
+        // The stdin pipe the shim made, and containerd's stdout fifo.
+        assert_eq!(owner(&stdio.stdin), (100000, 100001));
+        assert_eq!(owner(&stdio.stdout), (100000, 100001));
+        let fifo = std::fs::metadata(&out).unwrap();
+        assert_eq!((fifo.uid(), fifo.gid()), (100000, 100001));
+        // The user's log file keeps its owner.
+        let file = std::fs::metadata(&log).unwrap();
+        let us = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        assert_eq!((file.uid(), file.gid()), us);
+        set_owner(&stdio, &out, &err, None).unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn file_uri_and_bad_schemes() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("sub/out.log");

@@ -130,7 +130,10 @@ fn open_cache(options: &barge_executor::Options) -> Option<Cache> {
 /// container's executor: a Wasm module or component under wasmtime, with
 /// the exec's own args and env and the container's sandbox settings; an
 /// ELF binary or script as a native process.
-fn exec_workload(ctx: &CreateContext<'_>, limit_fd: std::os::fd::RawFd) -> barge_native::ExecWorkload {
+fn exec_workload(
+    ctx: &CreateContext<'_>,
+    limit_fd: std::os::fd::RawFd,
+) -> barge_native::ExecWorkload {
     let id = ctx.id.to_string();
     let bundle = ctx.bundle.to_path_buf();
     let spec = ctx.spec.clone();

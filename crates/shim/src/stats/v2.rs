@@ -612,7 +612,10 @@ thp_collapse_alloc 31
             ("system_usec ", m.cpu.system_usec),
         ] {
             let (low, high) = (value(&before, key), value(&after, key));
-            assert!(low <= got && got <= high, "{key}: {got} not in {low}..={high}");
+            assert!(
+                low <= got && got <= high,
+                "{key}: {got} not in {low}..={high}"
+            );
         }
         let has = |name: &str| real.dirs[0].join(name).exists();
         assert_eq!(m.cpu.psi.is_some(), has("cpu.pressure"));
