@@ -892,26 +892,14 @@ pub fn docker_cases() -> Vec<DockerCase> {
     ]
 }
 
-/// `docker update -m` of a running Wasm container: the cgroup takes the
-/// new limit, and so does every linear memory grown after it, in an exec
-/// as in the running init's next instances.
-fn docker_update_memory(ctx: &DockerCtx) -> Result<()> {
-    docker_image(ctx)?;
-    let _cache = DefaultCache::snapshot();
+/// `docker run -d` of the idle HTTP component with `flags`: its id, its
+/// init's pid, and the cleanup that removes it.
+fn start_http_guest(ctx: &DockerCtx, flags: &[&str]) -> Result<(String, u32, Cleanup)> {
     let out = ctx
         .run()
-        .args([
-            "-d",
-            "--platform",
-            PLATFORM,
-            "-m",
-            "64m",
-            "--memory-swap",
-            "64m",
-            "--entrypoint",
-            "/http.wasm",
-            "barge/wasm-hello:latest",
-        ])
+        .args(["-d", "--platform", PLATFORM])
+        .args(flags)
+        .args(["--entrypoint", "/http.wasm", "barge/wasm-hello:latest"])
         .ok()?;
     let id = out.stdout.trim().to_string();
     ensure!(id.len() == 64, "no container id: {}", out.describe());
@@ -922,6 +910,16 @@ fn docker_update_memory(ctx: &DockerCtx) -> Result<()> {
         let s = ctx.state(&id)?;
         Ok((s.running && s.pid > 0).then_some(s.pid))
     })?;
+    Ok((id, init, cleanup))
+}
+
+/// `docker update -m` of a running Wasm container: the cgroup takes the
+/// new limit, and so does every linear memory grown after it, in an exec
+/// as in the running init's next instances.
+fn docker_update_memory(ctx: &DockerCtx) -> Result<()> {
+    docker_image(ctx)?;
+    let _cache = DefaultCache::snapshot();
+    let (id, init, cleanup) = start_http_guest(ctx, &["-m", "64m", "--memory-swap", "64m"])?;
     let grow = |pages: &str| {
         ctx.docker()
             .args(["exec", &id, "/hello.wasm", "grow", pages])
@@ -1771,28 +1769,7 @@ fn exec_native_bind_mount(ctx: &CtrCtx) -> Result<()> {
 fn docker_exec(ctx: &DockerCtx) -> Result<()> {
     docker_image(ctx)?;
     let _cache = DefaultCache::snapshot();
-    let out = ctx
-        .run()
-        .args([
-            "-d",
-            "--platform",
-            PLATFORM,
-            "-e",
-            "NAME=from-container",
-            "--entrypoint",
-            "/http.wasm",
-            "barge/wasm-hello:latest",
-        ])
-        .ok()?;
-    let id = out.stdout.trim().to_string();
-    ensure!(id.len() == 64, "no container id: {}", out.describe());
-    ctx.d.note_id(&id);
-    let mut cleanup = Cleanup::new();
-    cleanup.push(ctx.docker().args(["rm", "-f", &id]));
-    let init = poll("the guest to run", Duration::from_secs(20), || {
-        let s = ctx.state(&id)?;
-        Ok((s.running && s.pid > 0).then_some(s.pid))
-    })?;
+    let (id, init, cleanup) = start_http_guest(ctx, &["-e", "NAME=from-container"])?;
     let exec = |flags: &[&str], args: &[&str]| {
         ctx.docker()
             .arg("exec")

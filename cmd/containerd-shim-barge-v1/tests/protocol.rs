@@ -53,31 +53,22 @@ impl Bundle {
 
     /// Runs `start` with `stdin`, returns stdout.
     fn start(&mut self, id: &str, grpc: &str, stdin: &[u8]) -> Vec<u8> {
-        let mut child = Command::new(SHIM)
-            .args([
-                "-namespace",
-                "barge-test",
-                "-id",
-                id,
-                "-address",
-                grpc,
-                "start",
-            ])
-            .current_dir(self.path())
-            .env("TTRPC_ADDRESS", "")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        succeed(
+            Command::new(SHIM)
+                .args([
+                    "-namespace",
+                    "barge-test",
+                    "-id",
+                    id,
+                    "-address",
+                    grpc,
+                    "start",
+                ])
+                .current_dir(self.path())
+                .env("TTRPC_ADDRESS", ""),
+            stdin,
+            "start",
+        )
     }
 
     fn remember(&mut self, address: &str) {
@@ -326,10 +317,9 @@ fn delete_after_a_crash_removes_the_dead_socket() {
     assert!(!socket.exists(), "delete removes the dead shim's socket");
 }
 
-/// Runs `-info` with `stdin`, as containerd does; returns what it printed.
-fn run_info(stdin: &[u8]) -> RuntimeInfo {
-    let mut child = Command::new(SHIM)
-        .arg("-info")
+/// Runs `cmd` with `stdin` written to it; it must succeed. Returns its stdout.
+fn succeed(cmd: &mut Command, stdin: &[u8], what: &str) -> Vec<u8> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -339,10 +329,16 @@ fn run_info(stdin: &[u8]) -> RuntimeInfo {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "-info failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    RuntimeInfo::parse_from_bytes(&out.stdout).unwrap()
+    out.stdout
+}
+
+/// Runs `-info` with `stdin`, as containerd does; returns what it printed.
+fn run_info(stdin: &[u8]) -> RuntimeInfo {
+    let out = succeed(Command::new(SHIM).arg("-info"), stdin, "-info");
+    RuntimeInfo::parse_from_bytes(&out).unwrap()
 }
 
 /// The OCI features document in `info`, in the Any type containerd's

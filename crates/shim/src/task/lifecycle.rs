@@ -124,9 +124,7 @@ impl Service {
             paused: false,
             io_owner: options.io_owner(),
             kills,
-            cgroup: crate::stats::Cgroup::of_pid(pid)
-                .inspect_err(|e| log::warn!("container {}: no cgroup for Stats: {e}", req.id))
-                .ok(),
+            cgroup: None,
             _oom: AbortOnDrop(oom.abort_handle()),
         };
         let mut state = self.state();

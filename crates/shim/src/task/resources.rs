@@ -88,6 +88,12 @@ impl Service {
     pub(super) fn stats(&self, req: &StatsRequest) -> Result<StatsResponse> {
         let mut state = self.state();
         let entry = state.container(&req.id)?;
+        if entry.cgroup.is_none() && entry.init.pid != 0 && entry.init.reaped.is_none() {
+            // Found once, while the init lives to show where it is.
+            entry.cgroup = crate::stats::Cgroup::of_pid(entry.init.pid)
+                .inspect_err(|e| log::warn!("container {}: no cgroup for Stats: {e}", req.id))
+                .ok();
+        }
         let cgroup = entry
             .cgroup
             .as_ref()

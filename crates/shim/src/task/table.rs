@@ -103,7 +103,8 @@ pub struct Entry {
     pub io_owner: Option<(u32, u32)>,
     /// The OOM kills of the container's memory cgroup.
     pub kills: std::sync::Arc<crate::oom::Kills>,
-    /// The init's cgroup, found once at Create, for Stats.
+    /// The init's cgroup, for Stats: found at the first Stats call, off
+    /// the path of a container's start.
     pub cgroup: Option<crate::stats::Cgroup>,
     /// The OOM watch; dropping the entry stops it.
     pub _oom: AbortOnDrop,
