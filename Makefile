@@ -22,6 +22,7 @@ bench: deps build wasm-fixtures
 deps:
 	integration/scripts/install.sh
 	integration/scripts/build-image.sh
+	integration/scripts/build-cri-images.sh
 
 build:
 	$(CARGO) build --release -p containerd-shim-barge-v1

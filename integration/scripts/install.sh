@@ -9,6 +9,8 @@
 #    trixie/sid is installed into the system.
 #  * containerd 2.3 from ../shared/tools/containerd-2.3.4.tar.xz (next to the
 #    checkout) into /opt/barge-test/containerd-2.3/bin, VERSION 2.3.4.
+#  * critest, crictl (cri-tools v1.31.1) and a static busybox 1.36.1 from the
+#    same folder into /opt/barge-test/cri/bin.
 #
 # Idempotent: a prefix whose VERSION and bin/ are in place is left alone.
 # BARGE_REFRESH=1 re-fetches trixie/sid and re-extracts everything.
@@ -25,7 +27,8 @@ log() { echo "==> $*"; }
 # ---- 1. Debian 12 packages -------------------------------------------------
 PKGS=(containerd runc crun busybox-static umoci skopeo libseccomp-dev libseccomp2
       pkg-config jq iptables procps psmisc xz-utils ca-certificates
-      protobuf-compiler libsystemd0 util-linux tar gzip tini)
+      protobuf-compiler libsystemd0 util-linux tar gzip tini
+      docker-registry containernetworking-plugins gcc libc6-dev iproute2)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -143,6 +146,29 @@ unpack_containerd23() {
 }
 unpack_containerd23
 
+# ---- CRI test tools ---------------------------------------------------------
+# critest and crictl (cri-tools v1.31.1) and a static busybox 1.36.1 (the
+# applets critest's specs run: ipcs, pgrep, brctl, hostname, httpd, ...),
+# from the same ../shared/tools, into $OPT/cri/bin.  build-cri-images.sh makes
+# the test images from that busybox.  A tool is unpacked again when its .xz
+# is newer than the binary.
+CRI_BIN=$OPT/cri/bin
+unpack_cri_tool() {  # unpack_cri_tool NAME FILE.xz
+  local src=$TOOLS/$2 dst=$CRI_BIN/$1
+  if [ -x "$dst" ] && [ "$dst" -nt "$src" ] && [ "$REFRESH" != 1 ]; then return 0; fi
+  if [ ! -f "$src" ]; then
+    echo "install.sh: $src is missing: the CRI test tools come from the shared/ folder next to the checkout (../shared/tools; BARGE_TOOLS overrides)" >&2
+    exit 1
+  fi
+  log "cri: $1 from $src"
+  mkdir -p "$CRI_BIN"
+  xz -dc "$src" >"$dst.tmp" || { rm -f "$dst.tmp"; echo "install.sh: cannot unpack $src" >&2; exit 1; }
+  chmod 755 "$dst.tmp"; mv "$dst.tmp" "$dst"
+}
+unpack_cri_tool critest critest.xz
+unpack_cri_tool crictl crictl.xz
+unpack_cri_tool busybox busybox-1.36.1.xz
+
 # containerd 1.6 = Debian 12's own.
 mkdir -p "$OPT/containerd-1.6/bin"
 for b in $CTRD_BINS; do ln -sfn "/usr/bin/$b" "$OPT/containerd-1.6/bin/$b"; done
@@ -166,6 +192,14 @@ for p in docker-26 docker-28; do
   check "$OPT/$p/bin/docker" --version
   check "$OPT/$p/bin/docker-proxy" --version
   check "$OPT/$p/bin/docker-init" --version
+done
+echo "cri"
+check "$OPT/cri/bin/critest" --version
+check "$OPT/cri/bin/crictl" --version
+check "$OPT/cri/bin/busybox" --help
+check /usr/bin/docker-registry --version
+for b in bridge host-local portmap loopback; do  # the CNI plugins print the protocol versions they speak
+  check "/usr/lib/cni/$b" --version
 done
 echo "system"
 check /usr/sbin/runc --version

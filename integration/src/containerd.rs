@@ -48,11 +48,18 @@ pub const SOCKET_DIR: &str = "/run/containerd/s";
 pub const CTR_ENV: &[(&str, &str)] = &[("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")];
 
 /// A private containerd's config: its own root, state, gRPC socket (and
-/// ttrpc next to it) and log level, CRI off. Version 4 moved the server
-/// addresses into the server plugins' tables; containerd 2.3 ignores the
-/// old `[grpc]` table of a version 4 file and listens on the machine's
-/// default socket.
-fn config_toml(version: u32, root: &Path, state: &Path, sock: &Path, level: &str) -> String {
+/// ttrpc next to it) and log level; CRI off, or on with `cri` (the CRI
+/// plugins' tables) appended. Version 4 moved the server addresses into
+/// the server plugins' tables; containerd 2.3 ignores the old `[grpc]`
+/// table of a version 4 file and listens on the machine's default socket.
+fn config_toml(
+    version: u32,
+    root: &Path,
+    state: &Path,
+    sock: &Path,
+    level: &str,
+    cri: Option<&str>,
+) -> String {
     let (grpc, ttrpc) = if version >= 4 {
         (
             "[plugins.\"io.containerd.server.v1.grpc\"]",
@@ -61,12 +68,18 @@ fn config_toml(version: u32, root: &Path, state: &Path, sock: &Path, level: &str
     } else {
         ("[grpc]", "[ttrpc]")
     };
+    let disabled = if cri.is_some() {
+        ""
+    } else {
+        "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+    };
     format!(
-        "version = {version}\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n{grpc}\n  address = \"{}\"\n\n{ttrpc}\n  address = \"{}.ttrpc\"\n\n[debug]\n  level = \"{level}\"\n",
+        "version = {version}\nroot = \"{}\"\nstate = \"{}\"\n{disabled}\n{grpc}\n  address = \"{}\"\n\n{ttrpc}\n  address = \"{}.ttrpc\"\n\n[debug]\n  level = \"{level}\"\n{}",
         root.display(),
         state.display(),
         sock.display(),
         sock.display(),
+        cri.map(|c| format!("\n{c}")).unwrap_or_default(),
     )
 }
 
@@ -345,9 +358,34 @@ pub struct Containerd {
     groups: Mutex<BTreeSet<(String, String)>>,
 }
 
+/// Writes what the CRI tables need into a fresh instance's directories and
+/// returns those tables.
+pub type CriConfig<'a> = &'a dyn Fn(&Dirs) -> Result<String>;
+
 impl Containerd {
-    /// Starts containerd `version` as instance `name`.
+    /// Starts containerd `version` as instance `name`, CRI off.
     pub fn start(version: &str, name: &str, shim: &Path) -> Result<Containerd> {
+        Self::start_with(version, name, shim, None)
+    }
+
+    /// Starts containerd `version` as instance `name` with the CRI plugin
+    /// on: `cri` writes what the CRI tables need into the instance's fresh
+    /// directories and returns those tables.
+    pub fn start_cri(
+        version: &str,
+        name: &str,
+        shim: &Path,
+        cri: CriConfig<'_>,
+    ) -> Result<Containerd> {
+        Self::start_with(version, name, shim, Some(cri))
+    }
+
+    fn start_with(
+        version: &str,
+        name: &str,
+        shim: &Path,
+        cri: Option<CriConfig<'_>>,
+    ) -> Result<Containerd> {
         let prefix = installed(&format!("containerd-{version}"), "containerd")?;
         let dirs = Dirs::new(name);
         dirs.clean_stale()?;
@@ -362,7 +400,15 @@ impl Containerd {
         } else {
             "info"
         };
-        let config = config_toml(config_version(version), &root_dir, &state_dir, &sock, level);
+        let cri = cri.map(|f| f(&dirs)).transpose()?;
+        let config = config_toml(
+            config_version(version),
+            &root_dir,
+            &state_dir,
+            &sock,
+            level,
+            cri.as_deref(),
+        );
         let config_path = dirs.run.join("config.toml");
         std::fs::write(&config_path, config)?;
         let log_path = dirs.run.join("containerd.log");
@@ -692,14 +738,21 @@ mod tests {
     #[test]
     fn config_puts_the_socket_where_each_version_reads_it() {
         let (root, state, sock) = (Path::new("/r"), Path::new("/s"), Path::new("/x.sock"));
-        let v3 = config_toml(3, root, state, sock, "info");
+        let v3 = config_toml(3, root, state, sock, "info", None);
         assert!(v3.starts_with("version = 3\n"), "{v3}");
         assert!(v3.contains("[grpc]\n  address = \"/x.sock\"\n"), "{v3}");
         assert!(
             v3.contains("[ttrpc]\n  address = \"/x.sock.ttrpc\"\n"),
             "{v3}"
         );
-        let v4 = config_toml(4, root, state, sock, "debug");
+        assert!(
+            v3.contains("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]"),
+            "{v3}"
+        );
+        let cri = config_toml(3, root, state, sock, "info", Some("[plugins.x]\n"));
+        assert!(!cri.contains("disabled_plugins"), "{cri}");
+        assert!(cri.ends_with("\n[plugins.x]\n"), "{cri}");
+        let v4 = config_toml(4, root, state, sock, "debug", None);
         assert!(
             v4.contains("[plugins.\"io.containerd.server.v1.grpc\"]\n  address = \"/x.sock\"\n"),
             "{v4}"

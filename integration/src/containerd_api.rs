@@ -251,6 +251,21 @@ pub struct Metric {
     pub data: Option<Any>,
 }
 
+/// `containerd.services.sandbox.v1.ControllerMetricsRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ControllerMetricsRequest {
+    #[prost(string, tag = "1")]
+    sandbox_id: String,
+    #[prost(string, tag = "10")]
+    sandboxer: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ControllerMetricsResponse {
+    #[prost(message, optional, tag = "1")]
+    metrics: Option<Metric>,
+}
+
 /// The type URL of the metrics of a cgroup v1 host.
 pub const CGROUPS_V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
 
@@ -484,6 +499,22 @@ impl Client {
         };
         self.unary::<_, MetricsResponse>("/containerd.services.tasks.v1.Tasks/Metrics", req)
             .map(|r| r.metrics)
+    }
+
+    /// Controller.Metrics of pod `sandbox_id` through containerd's sandbox
+    /// controller `sandboxer` (`shim`: containerd asks the pod's shim for
+    /// its SandboxMetrics, which CRI's pod stats do not use).
+    pub fn sandbox_metrics(&self, sandbox_id: &str, sandboxer: &str) -> Result<Metric, Status> {
+        let req = ControllerMetricsRequest {
+            sandbox_id: sandbox_id.to_string(),
+            sandboxer: sandboxer.to_string(),
+        };
+        self.unary::<_, ControllerMetricsResponse>(
+            "/containerd.services.sandbox.v1.Controller/Metrics",
+            req,
+        )?
+        .metrics
+        .ok_or_else(|| Status::internal("Controller.Metrics answered no metrics"))
     }
 
     fn create_container(&self, c: &NewContainer<'_>) -> Result<(), Status> {

@@ -212,6 +212,7 @@ pub fn cases() -> Vec<CtrCase> {
     v.extend(crate::runc_options_cases::cases());
     v.extend(crate::log_cases::cases());
     v.extend(crate::info_cases::cases());
+    v.extend(crate::propagation_cases::cases());
     v
 }
 

@@ -68,7 +68,7 @@ pub(crate) struct Side<'c> {
 /// Runs `check` on a container under runc-v2 (the reference), then on one
 /// under barge. A side that fails is cleaned up at once, so that the case
 /// reports why it failed rather than what it left.
-fn on_both(ctx: &CtrCtx, check: impl Fn(&Side) -> Result<()>) -> Result<()> {
+pub(crate) fn on_both(ctx: &CtrCtx, check: impl Fn(&Side) -> Result<()>) -> Result<()> {
     for runc in [true, false] {
         let side = Side {
             ctx,
@@ -106,13 +106,13 @@ impl<'c> Side<'c> {
 
     /// Starts the container sleeping, with `flags` for `ctr run`; answers
     /// its row once RUNNING.
-    fn sleeper(&self, flags: &[&str]) -> Result<TaskRow> {
+    pub(crate) fn sleeper(&self, flags: &[&str]) -> Result<TaskRow> {
         self.ctx
             .start_sleeper(self.run().flags(flags.iter().copied()), &self.id)
     }
 
     /// Kills and removes the container.
-    fn remove(&self) -> Result<()> {
+    pub(crate) fn remove(&self) -> Result<()> {
         self.ctx.kill_and_remove(&self.id).map(drop)
     }
 

@@ -10,6 +10,8 @@
 pub mod cmd;
 pub mod containerd;
 pub mod containerd_api;
+pub mod cri;
+pub mod critest;
 pub mod ctr;
 pub mod ctr_cases;
 pub mod docker;
@@ -19,6 +21,8 @@ pub mod docker_resource_cases;
 pub mod exec_cases;
 pub mod info_cases;
 pub mod log_cases;
+pub mod pod_cases;
+pub mod propagation_cases;
 pub mod pty;
 pub mod runc_options_cases;
 pub mod runner;

@@ -58,7 +58,8 @@ pub fn wasm_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm"))
 }
 
-fn image_tar(name: &str) -> Result<PathBuf> {
+/// An image tar that `make wasm-fixtures` built, checked to exist.
+pub fn image_tar(name: &str) -> Result<PathBuf> {
     let p = wasm_dir().join("images").join(name);
     ensure!(
         p.is_file(),

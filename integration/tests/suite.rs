@@ -9,18 +9,22 @@
 //!
 //! Environment: `BARGE_SHIM` (the shim binary), `BARGE_IT_CONTAINERD`
 //! (`1.6,1.7,2.1,2.3`), `BARGE_IT_DOCKER` (`26,28`), `BARGE_IT_EXECUTORS`
-//! (`native,oci-binary,wasm`), `BARGE_IT_FILTER` (a substring of case names),
-//! `BARGE_IT_DEBUG` (containerd at debug level), `BARGE_IT_LOG_DIR` (where
-//! daemon logs are kept).
+//! (`native,oci-binary,wasm`), `BARGE_IT_CRI` (`1.7,2.1,2.3`: the CRI
+//! containerds that run critest), `BARGE_IT_FILTER` (a substring of case
+//! names), `BARGE_IT_DEBUG` (containerd at debug level), `BARGE_IT_LOG_DIR`
+//! (where daemon logs are kept).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use barge_integration::containerd::{shim_binary, Containerd};
+use barge_integration::cri::{self, CriContainerd, CriImages, Registry};
+use barge_integration::critest;
 use barge_integration::ctr::{CtrCtx, Executor};
 use barge_integration::docker::Dockerd;
 use barge_integration::docker_cases::DockerCtx;
 use barge_integration::runner::{self, env_list, Runner};
-use barge_integration::{ctr_cases, docker_cases, sys, wasm_cases};
+use barge_integration::{ctr_cases, docker_cases, pod_cases, sys, wasm_cases};
 
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Held for the whole run; outside the directories that teardown removes.
@@ -218,5 +222,132 @@ fn run(r: &mut Runner) -> i32 {
             drop(d);
         }
     }
+    run_cri(r, &shim, &env_list("BARGE_IT_CRI", "1.7,2.1,2.3"));
     r.finish()
+}
+
+/// A critest run, and the leak check after it, get this long.
+const CRITEST_CASE_TIMEOUT: Duration = Duration::from_secs(22 * 60);
+
+/// The CRI cases of containerd `version`, in the order they run.
+fn cri_case_names(version: &str) -> Vec<String> {
+    let prefix = format!("k{version}");
+    let mut names = vec![format!("{prefix}/crictl-pod")];
+    names.extend(
+        pod_cases::cases(&cri::handlers(version))
+            .iter()
+            .map(|c| format!("{prefix}/{}", c.name)),
+    );
+    for h in cri::handlers(version) {
+        names.push(format!("{prefix}/critest-{h}"));
+        if let Some(c) = compare_case(h) {
+            names.push(format!("{prefix}/{c}"));
+        }
+    }
+    names
+}
+
+/// The case that compares handler `h` with runc-v2.
+fn compare_case(h: &str) -> Option<&'static str> {
+    match h {
+        cri::HANDLER_BARGE => Some("critest-compare"),
+        cri::HANDLER_SANDBOX => Some("critest-compare-sandbox"),
+        _ => None,
+    }
+}
+
+/// CRI: one loopback registry for the run; per containerd version, a
+/// pod through crictl, then critest for each handler, each barge handler
+/// compared with runc-v2.
+fn run_cri(r: &mut Runner, shim: &std::path::Path, versions: &[String]) {
+    let all: Vec<String> = versions.iter().flat_map(|v| cri_case_names(v)).collect();
+    if !r.any_selected(all.iter().map(String::as_str)) || runner::interrupted() {
+        return;
+    }
+    let started = CriImages::load()
+        .and_then(|images| Registry::start(&images).map(|registry| (images, registry)));
+    let (images, registry) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            r.fail("k/setup", format!("{e:#}"));
+            return;
+        }
+    };
+    for version in versions {
+        let prefix = format!("k{version}");
+        let names = cri_case_names(version);
+        if !r.any_selected(names.iter().map(String::as_str)) || runner::interrupted() {
+            continue;
+        }
+        let started = registry
+            .check_running()
+            .and_then(|_| CriContainerd::start(version, shim, &registry, &images));
+        let cri = match started {
+            Ok(c) => c,
+            Err(e) => {
+                r.fail(&format!("{prefix}/setup"), format!("{e:#}"));
+                continue;
+            }
+        };
+        let c = &cri;
+        r.run(
+            &format!("{prefix}/crictl-pod"),
+            CASE_TIMEOUT,
+            || {
+                c.begin();
+                cri::pod_case(c)
+            },
+            || c.check_leaks(),
+        );
+        for case in pod_cases::cases(&cri.handlers) {
+            r.run(
+                &format!("{prefix}/{}", case.name),
+                case.timeout,
+                || {
+                    c.begin();
+                    (case.run)(c)
+                },
+                || c.check_leaks(),
+            );
+        }
+        let mut reports: BTreeMap<&str, critest::Report> = BTreeMap::new();
+        for &h in &cri.handlers {
+            r.run(
+                &format!("{prefix}/critest-{h}"),
+                CRITEST_CASE_TIMEOUT,
+                || {
+                    c.begin();
+                    let report = critest::run(c, h)?;
+                    println!("        {prefix}/critest-{h}: {}", report.counts());
+                    reports.insert(h, report);
+                    Ok(())
+                },
+                || c.check_leaks(),
+            );
+            let Some(case) = compare_case(h) else {
+                continue;
+            };
+            r.run(
+                &format!("{prefix}/{case}"),
+                CASE_TIMEOUT,
+                || {
+                    let (Some(runc), Some(barge)) = (reports.get(cri::HANDLER_RUNC), reports.get(h))
+                    else {
+                        anyhow::bail!(
+                            "needs the reports of critest-{} and critest-{h} (BARGE_IT_FILTER={prefix}/critest selects them all)",
+                            cri::HANDLER_RUNC
+                        );
+                    };
+                    let cmp = critest::compare(runc, barge);
+                    let summary = cmp.summary();
+                    println!("{summary}");
+                    let _ = std::fs::write(critest::summary_path(&c.cd.dirs.name, h), &summary);
+                    cmp.check()
+                },
+                || Ok(()),
+            );
+        }
+        drop(cri);
+    }
+    drop(registry);
 }

@@ -20,6 +20,9 @@ use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::Executor as LcWorkload;
 
+mod cause;
+mod propagation;
+
 /// Where libcontainer keeps its per-container state.
 const STATE_ROOT: &str = "/run/containerd/barge/native";
 
@@ -59,25 +62,34 @@ fn dev_null() -> Result<OwnedFd> {
         .map_err(Error::io("open /dev/null"))
 }
 
-/// libcontainer needs a cgroupsPath; without one it would make a directory
-/// named `:youki:<id>`. containerd and Docker always set it; anything else
-/// gets one under `/barge/<namespace>`, written into the bundle's config.
-fn ensure_cgroups_path(ctx: &CreateContext<'_>) -> Result<()> {
-    let has_path = ctx
-        .spec
-        .linux()
-        .as_ref()
+/// Rewrites the bundle's config where libcontainer would read it wrong:
+/// - libcontainer needs a cgroupsPath; without one it would make a
+///   directory named `:youki:<id>`. containerd and Docker always set it;
+///   anything else gets one under `/barge/<namespace>`.
+/// - `rootfsPropagation` in the spelling libcontainer knows (see
+///   [`propagation`]).
+fn write_libcontainer_config(ctx: &CreateContext<'_>) -> Result<()> {
+    let linux = ctx.spec.linux().as_ref();
+    let has_path = linux
         .and_then(|l| l.cgroups_path().as_ref())
         .is_some_and(|p| !p.as_os_str().is_empty());
-    if has_path {
+    let rootfs = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation::libcontainer_rootfs);
+    if has_path && rootfs.is_none() {
         return Ok(());
     }
     let mut spec = ctx.spec.clone();
     let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_cgroups_path(Some(PathBuf::from(format!(
-        "/barge/{}/{}",
-        ctx.namespace, ctx.id
-    ))));
+    if !has_path {
+        linux.set_cgroups_path(Some(PathBuf::from(format!(
+            "/barge/{}/{}",
+            ctx.namespace, ctx.id
+        ))));
+    }
+    if let Some(rootfs) = rootfs {
+        linux.set_rootfs_propagation(Some(rootfs.to_string()));
+    }
     spec.set_linux(Some(linux));
     let path = ctx.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::Runtime(e.to_string()))?;
@@ -139,7 +151,7 @@ where
     }
     let root = state_root(ctx.namespace)?;
     std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
-    ensure_cgroups_path(&ctx)?;
+    write_libcontainer_config(&ctx)?;
     let stdio = ctx.stdio;
     let stdin = stdio.stdin.map_or_else(dev_null, Ok)?;
     let stdout = stdio.stdout.map_or_else(dev_null, Ok)?;
@@ -166,8 +178,10 @@ where
         .as_sibling(false);
     ensure_single_threaded("create a container")?;
     let oom = read_oom_score_adj();
+    let watch = cause::Watch::start();
     let fds = barge_executor::open_fds();
     let built = builder.build();
+    let causes = watch.map(cause::Watch::causes).unwrap_or_default();
     // libcontainer writes the container's oom_score_adj into the caller.
     restore_oom_score_adj(oom);
     let lc = built.map_err(|e| {
@@ -175,11 +189,22 @@ where
         // descriptors of its channels behind.
         close_leaked(&fds);
         remove_leftovers(&root.join(ctx.id));
-        Error::Runtime(format!("create container {}: {e}", ctx.id))
+        Error::Runtime(format!(
+            "create container {}: {}",
+            ctx.id,
+            cause::explain(&chain(&e), &causes)
+        ))
     })?;
     let pid = lc
         .pid()
         .ok_or_else(|| Error::Runtime(format!("container {} has no init pid", ctx.id)))?;
+    // The mounts' own propagation, which libcontainer leaves undone; the
+    // init is waiting to be started.
+    if let Err(e) = propagation::apply(pid.as_raw() as u32, &propagation::changes(ctx.spec)) {
+        drop(lc);
+        remove_leftovers(&root.join(ctx.id));
+        return Err(Error::Runtime(format!("create container {}: {e}", ctx.id)));
+    }
     log::debug!("native container {} created, init pid {pid}", ctx.id);
     Ok(Box::new(NativeContainer {
         lc,

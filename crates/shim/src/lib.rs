@@ -19,6 +19,7 @@ mod oom;
 mod options;
 mod process;
 mod runc_options;
+mod sandbox;
 mod server;
 mod shim_cgroup;
 mod spec;
@@ -27,6 +28,7 @@ mod state;
 mod stats;
 mod stdio;
 mod task;
+mod wire;
 
 use std::io::Write;
 

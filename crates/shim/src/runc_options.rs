@@ -306,17 +306,8 @@ mod tests {
 
     /// A varint field; 100000 is `a0 8d 06` on the wire.
     fn number(number: u8, n: u32) -> Vec<u8> {
-        let mut v = vec![key(number, 0)];
-        let mut n = n;
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                v.push(byte);
-                break;
-            }
-            v.push(byte | 0x80);
-        }
+        let mut v = Vec::new();
+        crate::wire::varint_field(&mut v, number.into(), n.into());
         v
     }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use barge_executor::Executors;
+use containerd_shim_protos::sandbox_async::create_sandbox;
 use containerd_shim_protos::shim_async::create_task;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -17,6 +18,7 @@ use crate::args::Flags;
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::process::reap;
+use crate::sandbox::SandboxHandle;
 use crate::task::{Handle, Service};
 
 const TASK_V2: &str = "containerd.task.v2.Task";
@@ -82,6 +84,7 @@ async fn run(
         .ok_or_else(|| Error::Other("generated Task service is missing".into()))?;
     services.insert(TASK_V2.to_string(), v3);
     services.extend(create_task(handle));
+    services.extend(create_sandbox(Arc::new(SandboxHandle(service.clone()))));
 
     // SAFETY: `listener` is an open, bound unix socket that we own; the
     // server takes it over and nothing else uses the descriptor.

@@ -6,6 +6,7 @@
 //! measured in a figure (barge before it supports an operation) gets no
 //! number there: the row names it in [`Row::failed`] with the error.
 
+mod cri;
 mod exec;
 mod lifecycle;
 mod machine;
@@ -63,6 +64,7 @@ const SECTIONS: &[(&str, Section)] = &[
     ("exec", exec::run),
     ("stats", metrics::run),
     ("wasm", wasm::run),
+    ("cri", cri::run),
 ];
 
 /// What to run, from the environment.
@@ -92,6 +94,13 @@ pub struct Config {
     /// Waiting Wasm servers (and as many sleeping busybox containers) for
     /// the Wasm memory figures.
     pub wasm_containers: usize,
+    /// The CRI containerds (`BENCH_CRI=2.3,1.7`; default 2.3, and 1.7 too
+    /// unless quick).
+    pub cri_versions: Vec<String>,
+    /// `critest --benchmark` runs per CRI handler, the handlers alternating.
+    pub cri_rounds: usize,
+    /// Pod and container lifecycles per critest run.
+    pub cri_samples: usize,
     pub out_dir: PathBuf,
 }
 
@@ -115,6 +124,17 @@ impl Config {
             }
             _ => all,
         };
+        let cri_versions: Vec<String> = match std::env::var("BENCH_CRI") {
+            Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
+            _ if quick => vec!["2.3".into()],
+            _ => vec!["2.3".into(), "1.7".into()],
+        };
+        if let Some(bad) = cri_versions
+            .iter()
+            .find(|v| !["1.7", "2.1", "2.3"].contains(&v.as_str()))
+        {
+            bail!("BENCH_CRI: no CRI containerd {bad:?}; expected 1.7, 2.1 or 2.3");
+        }
         let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
         Ok(Config {
             quick,
@@ -129,6 +149,9 @@ impl Config {
             exec_time: Duration::from_secs(if quick { 3 } else { 10 }),
             stats_calls: if quick { 200 } else { 1000 },
             wasm_containers: if quick { 5 } else { 10 },
+            cri_versions,
+            cri_rounds: if quick { 3 } else { 6 },
+            cri_samples: if quick { 4 } else { 10 },
             out_dir,
         })
     }
@@ -417,6 +440,16 @@ fn run() -> Result<ExitCode> {
     });
     if has_wasm {
         shown.push(wasm::variant(None));
+    }
+    // So does barge through the Sandbox API (CRI on containerd 2.3).
+    let has_sandbox = results.iter().any(|r| match &r.outcome {
+        Ok(Outcome::Rows(rows)) => rows.iter().any(|row| {
+            row.values.contains_key(cri::SANDBOX_KEY) || row.failed.contains_key(cri::SANDBOX_KEY)
+        }),
+        _ => false,
+    });
+    if has_sandbox {
+        shown.push(cri::variant());
     }
     let rep = report::Report {
         cfg: &bench.cfg,

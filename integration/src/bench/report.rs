@@ -214,6 +214,12 @@ impl Report<'_> {
             n.push("rows starting with \"wasm:\": the runc-v2, barge native and barge oci-binary columns run busybox (`echo hello`, `sleep 1000`), the barge wasm column the Wasm guest (cold: empty compile cache, warm: populated), so a ratio there is Wasm under barge / busybox under runc-v2".to_string());
             n.push("a Wasm container's init is forked from its shim and never execs, so the two share pages: shim PSS alone understates a Wasm container, shim+init PSS is its whole cost".to_string());
         }
+        let has_cri = self.sections.iter().any(|s| {
+            s.name == "cri" && matches!(&s.outcome, Ok(Outcome::Rows(rows)) if !rows.is_empty())
+        });
+        if has_cri {
+            n.push("rows starting with \"cri\": CRI handlers on a private CRI containerd: runc (runc-v2) in the runc-v2 column, barge with a pause container (barge picks its native executor) in the barge native column, barge-sandbox (containerd 2.3, sandboxer = \"shim\": barge's Sandbox API, no pause container, a holder process forked from the shim) in the barge sandbox column; CreatePod+StartContainer is the sum of the two medians".to_string());
+        }
         for s in self.sections {
             match &s.outcome {
                 Err(e) => n.push(format!("{}: FAILED: {e}", s.name)),
@@ -295,6 +301,16 @@ impl Report<'_> {
                     hello = barge_integration::wasm_cases::HELLO,
                     runs = c.lifecycle_runs,
                     n = c.wasm_containers,
+                    settle = super::memory::SETTLE,
+                ),
+            ),
+            (
+                "cri",
+                format!(
+                    "containerd {versions}: `critest --benchmark` (cri-tools v1.31.1), its pod lifecycle spec (CreatePod, StatusPod, StopPod, RemovePod) and container spec (a fresh pod per sample, then CreateContainer, StartContainer, StatusContainer, StopContainer, RemoveContainer of busybox `top`), {samples} samples per critest run, {rounds} runs per handler, the handlers alternating in a rotating order; medians and p90s over all samples; memory: 10 pods of one `sleep 1000` busybox per handler, sampled {settle:?} after the last start, the PSS of every shim and of every pod's sandbox process (pause, or barge's holder) from smaps_rollup, divided by the pods",
+                    versions = c.cri_versions.join(", "),
+                    samples = c.cri_samples,
+                    rounds = c.cri_rounds,
                     settle = super::memory::SETTLE,
                 ),
             ),

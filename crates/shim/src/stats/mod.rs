@@ -61,6 +61,21 @@ impl Cgroup {
         Self::from_files(&proc_cgroup, &mountinfo, Path::new("/"))
     }
 
+    /// The cgroup at `path`, from the root of each hierarchy (as a cgroupfs
+    /// `cgroupsPath` or a pod's `cgroup_parent` names it), in the
+    /// hierarchies this process is in. One that does not exist is NotFound.
+    pub fn at_path(path: &str) -> Result<Cgroup> {
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(Error::io("reading /proc/self/cgroup"))?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(Error::io("reading /proc/self/mountinfo"))?;
+        let cgroup = Self::from_files(&with_path(&own, path), &mountinfo, Path::new("/"))?;
+        if !cgroup.exists() {
+            return Err(Error::NotFound(format!("cgroup {path} does not exist")));
+        }
+        Ok(cgroup)
+    }
+
     /// The cgroup named by `proc_cgroup` (the text of a `/proc/<pid>/cgroup`)
     /// in the hierarchies that `mountinfo` mounts. Every absolute path read
     /// from then on (mount points, `/proc/partitions`) is taken under `root`.
@@ -194,6 +209,20 @@ impl Mount<'_> {
         }
         Some(dir)
     }
+}
+
+/// `proc_cgroup` (the text of a `/proc/<pid>/cgroup`) with every
+/// hierarchy's path replaced by `path`.
+fn with_path(proc_cgroup: &str, path: &str) -> String {
+    let path = format!("/{}", path.trim_start_matches('/'));
+    proc_cgroup
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (id, controllers) = (parts.next()?, parts.next()?);
+            Some(format!("{id}:{controllers}:{path}\n"))
+        })
+        .collect()
 }
 
 /// Where cgroup `path` (as `/proc/<pid>/cgroup` names it) is under each
@@ -560,6 +589,15 @@ pub(crate) mod tests {
 
     /// What Stats costs on a real container cgroup of this host: run with
     /// `cargo test --release -p barge-shim stats::tests::cost -- --ignored --nocapture`.
+    #[test]
+    fn a_path_in_every_hierarchy() {
+        let own = "12:memory:/docker/x\n11:cpu,cpuacct:/docker/x\n0::/init.scope\n";
+        assert_eq!(
+            with_path(own, "kubepods/pod1"),
+            "12:memory:/kubepods/pod1\n11:cpu,cpuacct:/kubepods/pod1\n0::/kubepods/pod1\n"
+        );
+    }
+
     #[test]
     #[ignore]
     fn cost_per_call() {

@@ -108,18 +108,8 @@ impl Service {
 
 /// `ProcessDetails { string exec_id = 1; }`, encoded by hand: one field.
 fn process_details(exec_id: &str) -> Any {
-    let mut value = vec![0x0a];
-    let mut len = exec_id.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            value.push(byte);
-            break;
-        }
-        value.push(byte | 0x80);
-    }
-    value.extend_from_slice(exec_id.as_bytes());
+    let mut value = Vec::new();
+    crate::wire::bytes_field(&mut value, 1, exec_id.as_bytes());
     Any {
         type_url: PROCESS_DETAILS.to_string(),
         value,

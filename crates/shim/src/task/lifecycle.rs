@@ -211,6 +211,7 @@ impl Service {
                 pid,
                 ..Default::default()
             }));
+            self.locate_cgroup_soon(&req.id);
             return Ok(StartResponse {
                 pid,
                 ..Default::default()

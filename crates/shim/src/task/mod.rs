@@ -34,11 +34,15 @@ use ttrpc::r#async::TtrpcContext;
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::process::Exit;
+use crate::sandbox::Pods;
 use table::{publish_ready, State};
 
 /// How long an exit waits for the process's terminal output to be copied
 /// out before it is published anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long a reply is given to reach containerd before the shim ends.
+const REPLY_GRACE: Duration = Duration::from_millis(50);
 
 /// The shim's Task service.
 pub struct Service {
@@ -53,6 +57,8 @@ pub struct Service {
     reap_now: mpsc::UnboundedSender<()>,
     /// Told of every request, so that an idle shim can trim its memory.
     pub activity: Notify,
+    /// The pods this shim holds through the Sandbox API.
+    pub pods: Pods,
 }
 
 impl Service {
@@ -72,6 +78,7 @@ impl Service {
             namespace,
             address,
             shutdown: Arc::new(Notify::new()),
+            pods: Pods::default(),
         }
     }
 
@@ -81,7 +88,7 @@ impl Service {
 
     /// Records the exit of a reaped child.
     pub fn on_exit(self: &Arc<Self>, pid: u32, exit: Exit) {
-        if crate::logbinary::reaped(pid, &exit) {
+        if crate::logbinary::reaped(pid, &exit) || self.pods.reaped(pid, &exit) {
             return;
         }
         let mut state = self.state();
@@ -162,12 +169,35 @@ impl Service {
         self.state().containers.is_empty()
     }
 
-    fn logged<T>(&self, rpc: &str, id: &str, r: Result<T>) -> ttrpc::Result<T> {
+    /// Ends the shim if it serves nothing any more: no container and no pod.
+    pub fn shutdown_if_unused(&self) {
+        if self.is_empty() && self.pods.is_empty() {
+            self.shutdown.notify_one();
+        }
+    }
+
+    /// As `shutdown_if_unused`, once the reply to the request in hand has
+    /// gone out: the server drops its connections when the shim ends.
+    pub fn shutdown_after_reply(self: &Arc<Self>) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REPLY_GRACE).await;
+            service.shutdown_if_unused();
+        });
+    }
+
+    pub(crate) fn logged<T>(&self, rpc: &str, id: &str, r: Result<T>) -> ttrpc::Result<T> {
         self.activity.notify_one();
         match r {
             Ok(v) => {
                 log::debug!("{rpc} {id}: ok");
                 Ok(v)
+            }
+            // NotFound is an answer, not a fault: CRI kills every exec
+            // after it ends and asks after containers that are gone.
+            Err(e @ Error::NotFound(_)) => {
+                log::debug!("{rpc} {id}: {e}");
+                Err(e.into())
             }
             Err(e) => {
                 log::warn!("{rpc} {id}: {e}");
@@ -268,9 +298,9 @@ impl Task for Handle {
     }
 
     async fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> ttrpc::Result<Empty> {
-        if self.0.is_empty() {
-            self.0.shutdown.notify_one();
-        }
+        // containerd 2.4 sends Shutdown after every task's delete: a shim
+        // that still serves a container or a pod stays.
+        self.0.shutdown_if_unused();
         Ok(Empty::new())
     }
 
@@ -302,13 +332,7 @@ impl Task for Handle {
         _: &TtrpcContext,
         req: api::StatsRequest,
     ) -> ttrpc::Result<api::StatsResponse> {
-        // CRI polls every second: a gone container is no news.
-        match self.0.stats(&req) {
-            Err(e @ Error::NotFound(_)) => {
-                log::debug!("stats {}: {e}", req.id);
-                Err(e.into())
-            }
-            r => self.0.logged("stats", &req.id, r),
-        }
+        // CRI polls every second: a gone container (NotFound) is no news.
+        self.0.logged("stats", &req.id, self.0.stats(&req))
     }
 }

@@ -2,6 +2,8 @@
 //! container's cgroup. The first three go through its executor; Stats
 //! reads the cgroup files itself, the same way for every executor.
 
+use std::sync::Arc;
+
 use barge_executor::LinuxResources;
 use containerd_shim_protos::api::{
     PauseRequest, ResumeRequest, StatsRequest, StatsResponse, UpdateTaskRequest,
@@ -9,6 +11,7 @@ use containerd_shim_protos::api::{
 use containerd_shim_protos::events::task::{TaskPaused, TaskResumed};
 use containerd_shim_protos::protobuf::MessageField;
 
+use super::table::Entry;
 use super::Service;
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -88,12 +91,7 @@ impl Service {
     pub(super) fn stats(&self, req: &StatsRequest) -> Result<StatsResponse> {
         let mut state = self.state();
         let entry = state.container(&req.id)?;
-        if entry.cgroup.is_none() && entry.init.pid != 0 && entry.init.reaped.is_none() {
-            // Found once, while the init lives to show where it is.
-            entry.cgroup = crate::stats::Cgroup::of_pid(entry.init.pid)
-                .inspect_err(|e| log::warn!("container {}: no cgroup for Stats: {e}", req.id))
-                .ok();
-        }
+        locate_cgroup(entry, &req.id);
         let cgroup = entry
             .cgroup
             .as_ref()
@@ -103,5 +101,27 @@ impl Service {
             stats: MessageField::some(cgroup.metrics()?),
             ..Default::default()
         })
+    }
+
+    /// Finds the container's cgroup just after Start has been answered, so
+    /// that Stats still answers once a short-lived container has exited:
+    /// containerd 2.3's CRI asks for a task's metrics after every exit, to
+    /// check for an OOM kill.
+    pub(super) fn locate_cgroup_soon(self: &Arc<Self>, id: &str) {
+        let (service, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            if let Ok(entry) = service.state().container(&id) {
+                locate_cgroup(entry, &id);
+            }
+        });
+    }
+}
+
+/// Finds the container's cgroup once, while its init lives to show where it is.
+fn locate_cgroup(entry: &mut Entry, id: &str) {
+    if entry.cgroup.is_none() && entry.init.pid != 0 && entry.init.reaped.is_none() {
+        entry.cgroup = crate::stats::Cgroup::of_pid(entry.init.pid)
+            .inspect_err(|e| log::warn!("container {id}: no cgroup for Stats: {e}"))
+            .ok();
     }
 }
