@@ -637,8 +637,9 @@ fn events_order(ctx: &CtrCtx) -> Result<()> {
             .ok()?;
         ctx.wait_status(&side.id, "STOPPED")?;
         side.remove()?;
-        // Let the last events reach ctr.
-        std::thread::sleep(Duration::from_millis(500));
+        // Let the last events reach ctr: runc-v2 publishes each one by
+        // running `containerd publish`, which takes a while under load.
+        std::thread::sleep(Duration::from_secs(2));
         sys::signal(events.pid(), libc::SIGTERM);
         let text = events.wait()?.stdout;
         let all: Vec<Event> = parse_events(&text)

@@ -314,8 +314,15 @@ fn file(ctx: &CtrCtx) -> Result<()> {
         let mut lines: Vec<&str> = text.lines().collect();
         let first = lines.first().copied();
         lines.sort();
+        // runc-v2 (containerd 1.7's) now and then drops the stderr line of a
+        // container that ends at once, in full-suite runs: the reference is
+        // held to stdout only; barge to both.
+        let reference_lost_stderr = runc && lines == ["one", "two"];
+        if reference_lost_stderr {
+            eprintln!("    note: runc-v2's file log lost the stderr line: {text:?}");
+        }
         ensure!(
-            first == Some("one") && lines == ["err", "one", "two"],
+            first == Some("one") && (lines == ["err", "one", "two"] || reference_lost_stderr),
             "{who}: the log file holds {text:?}"
         );
     }

@@ -166,16 +166,20 @@ fn has_entries(dir: &Path) -> Result<bool> {
 fn observe(side: &Side, p: Propagation) -> Result<Seen> {
     let host = HostDir::new(side.ctx.work.join(format!("{}-propagation", side.id)))?;
     let volume = host.volume();
-    let mut flags = vec![
-        "--privileged".to_string(),
-        "--privileged-without-host-devices".to_string(),
+    let mut flags = vec!["--privileged".to_string()];
+    // ctr 1.6 has no --privileged-without-host-devices: its containers get
+    // the host's devices too, which the check does not mind.
+    if !side.ctx.cd.version.starts_with("1.6") {
+        flags.push("--privileged-without-host-devices".to_string());
+    }
+    flags.extend([
         "--mount".to_string(),
         format!(
             "type=bind,src={},dst={MOUNT_POINT},options=rw:rbind:{}",
             volume.display(),
             p.option()
         ),
-    ];
+    ]);
     if let Some(rootfs) = p.rootfs() {
         flags.extend(["--rootfs-propagation".to_string(), rootfs.to_string()]);
     }
