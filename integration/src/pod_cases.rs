@@ -408,6 +408,9 @@ fn many_pods(cri: &CriContainerd, handler: &str, pods: usize, containers: usize)
         if let Some(other) = shim_of_pod.insert(shim, pod.clone()) {
             bail!("pods {other} and {pod} share shim {shim}");
         }
+        if handler == HANDLER_SANDBOX {
+            holder_sees_nothing(anchor).with_context(|| format!("pod {pod}'s holder"))?;
+        }
         anchors.insert(pod.clone(), proc_of(anchor)?);
     }
     let shim_rss_kib = shims
@@ -470,6 +473,22 @@ fn pods_one_shim(cri: &CriContainerd) -> Result<()> {
     check_pause_per_pod(&barge)?;
     println!("        {}", runc.summary());
     println!("        {}", barge.summary());
+    Ok(())
+}
+
+/// barge's holder (pid 1 of a pod, which its containers may see) is in
+/// an empty root that no longer exists, so `/proc/1/root` leads nowhere.
+fn holder_sees_nothing(pid: u32) -> Result<()> {
+    let root = format!("/proc/{pid}/root");
+    let target = std::fs::read_link(&root).with_context(|| format!("readlink {root}"))?;
+    let entries = std::fs::read_dir(&root)
+        .with_context(|| format!("list {root}"))?
+        .count();
+    ensure!(
+        entries == 0 && target.to_string_lossy().ends_with("(deleted)"),
+        "{root} is {} with {entries} entries; expected an empty, deleted directory",
+        target.display()
+    );
     Ok(())
 }
 

@@ -6,9 +6,12 @@
 //! pause container that is a container of its own: an image, a rootfs
 //! mount, a cgroup and a runtime's init. Here it is a clone of the shim
 //! that never execs: made with new IPC, UTS and PID namespaces, it enters
-//! the netns containerd made, sets the pod's hostname and sysctls, and then
-//! only reaps (it is pid 1 of the pod's PID namespace). It dies with the
-//! shim (PDEATHSIG), and with it every process of the pod's PID namespace.
+//! the netns containerd made, sets the pod's hostname and sysctls, moves
+//! into an empty root (removed at once) and turns non-dumpable, so that a
+//! process of the pod that can look into `/proc/1` finds nothing of the
+//! host, and then only reaps (it is pid 1 of the pod's PID namespace). It
+//! dies with the shim (PDEATHSIG), and with it every process of the pod's
+//! PID namespace.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -30,6 +33,7 @@ enum Step {
     Parent = 1,
     Netns,
     Hostname,
+    Root,
     Sysctl,
 }
 
@@ -41,6 +45,8 @@ struct Plan {
     hostname: Option<Vec<u8>>,
     sysctls: Vec<(CString, String)>,
     dev_null: CString,
+    /// An empty directory that becomes the holder's root.
+    root: CString,
     title: Vec<u8>,
     /// The size of the shim's argument strings, NULs included.
     args_len: usize,
@@ -86,17 +92,37 @@ pub fn spawn(config: &PodConfig, netns: Option<&Path>, id: &str) -> Result<u32> 
                 .map_err(|_| Error::InvalidArgument(format!("sysctl path {path:?} has a NUL")))
         })
         .collect::<Result<Vec<_>>>()?;
+    // The holder's root: an empty directory, removed as soon as the holder
+    // is in it (or has failed). A process of the pod that can look into
+    // /proc/<holder> finds nothing of the host there, and the holder is not
+    // dumpable.
+    let root = std::path::PathBuf::from(format!(
+        "/run/barge-pod-root-{}-{}",
+        std::process::id(),
+        barge_executor::next_serial()
+    ));
+    std::fs::create_dir(&root).map_err(Error::io(format!("create {}", root.display())))?;
+    let root_c = CString::new(root.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::InvalidArgument(format!("{} has a NUL", root.display())))?;
     let plan = Plan {
         flags,
         netns,
         hostname,
         sysctls,
         dev_null: CString::new("/dev/null").expect("no NUL"),
+        root: root_c,
         title: format!("{TITLE} {id}").into_bytes(),
         args_len: std::env::args_os().map(|a| a.len() + 1).sum(),
         parent: std::process::id() as libc::pid_t,
     };
 
+    let result = clone_holder(&plan, config);
+    let _ = std::fs::remove_dir(&root);
+    result
+}
+
+/// Clones the holder and waits for its report.
+fn clone_holder(plan: &Plan, config: &PodConfig) -> Result<u32> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: a clone without CLONE_VM is a fork: the child gets a copy of
     // this process's memory. The shim has one thread, so no lock is held by
@@ -118,7 +144,7 @@ pub fn spawn(config: &PodConfig, netns: Option<&Path>, id: &str) -> Result<u32> 
         ));
     }
     if pid == 0 {
-        child(&plan, write.as_raw_fd());
+        child(plan, write.as_raw_fd());
     }
     drop(write);
     let pid = pid as u32;
@@ -146,6 +172,7 @@ pub fn spawn(config: &PodConfig, netns: Option<&Path>, id: &str) -> Result<u32> 
     let what = match step {
         s if s == Step::Netns as u32 => "enter the pod's network namespace".to_string(),
         s if s == Step::Hostname as u32 => format!("set the pod's hostname {:?}", config.hostname),
+        s if s == Step::Root as u32 => "enter the pod holder's empty root".to_string(),
         s if s >= Step::Sysctl as u32 => {
             let i = (s - Step::Sysctl as u32) as usize;
             match config.sysctls.iter().nth(i) {
@@ -211,9 +238,16 @@ fn child(plan: &Plan, report: libc::c_int) -> ! {
             libc::close(fd);
         }
 
+        // Nothing of the host's filesystem stays in reach (/dev/null is
+        // opened first, for stdio).
+        let null = libc::open(plan.dev_null.as_ptr(), libc::O_RDWR);
+        if libc::chroot(plan.root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+            fail(report, Step::Root as u32);
+        }
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+
         // Nothing of the shim's stays open: its sockets, fifos and the
         // report pipe (whose close tells the parent all went well).
-        let null = libc::open(plan.dev_null.as_ptr(), libc::O_RDWR);
         for fd in 0..3 {
             libc::dup2(null, fd);
         }
