@@ -67,6 +67,17 @@ pub fn poll<T>(
     }
 }
 
+/// Waits up to 5 s for a line of the shim's log (what `lines` reads, from
+/// containerd's log) that contains `wanted`.
+pub fn wait_for_shim_line(lines: impl Fn() -> Vec<String>, wanted: &str) -> Result<()> {
+    poll(
+        "the shim's log line in containerd's log",
+        Duration::from_secs(5),
+        || Ok(lines().iter().any(|l| l.contains(wanted)).then_some(())),
+    )
+    .with_context(|| format!("barge lines: {:?}", lines()))
+}
+
 /// What a finished command left.
 #[derive(Debug, Clone)]
 pub struct Output {

@@ -18,6 +18,21 @@ pub struct CtrCase {
     pub run: CaseFn,
 }
 
+impl CtrCase {
+    /// Cases from (name, body) pairs.
+    pub fn list(
+        cases: impl IntoIterator<Item = (&'static str, fn(&CtrCtx) -> Result<()>)>,
+    ) -> Vec<CtrCase> {
+        cases
+            .into_iter()
+            .map(|(name, f)| CtrCase {
+                name,
+                run: Box::new(f),
+            })
+            .collect()
+    }
+}
+
 /// A `ctr run --rm` whose output and exit code are checked, and compared
 /// with the same command under io.containerd.runc.v2.
 struct Simple {
@@ -203,10 +218,7 @@ pub fn cases() -> Vec<CtrCase> {
         ("missing-runtime-binary", missing_runtime_binary),
         ("missing-entrypoint", missing_entrypoint),
     ];
-    v.extend(custom.into_iter().map(|(name, f)| CtrCase {
-        name,
-        run: Box::new(f),
-    }));
+    v.extend(CtrCase::list(custom));
     v.extend(crate::tty_cases::cases());
     v.extend(crate::exec_cases::cases());
     v.extend(crate::runc_options_cases::cases());
@@ -433,18 +445,7 @@ fn executor_selected(ctx: &CtrCtx) -> Result<()> {
         "creating container {id} with executor {}",
         ctx.executor.name()
     );
-    poll(
-        "the shim's log line in containerd's log",
-        Duration::from_secs(5),
-        || {
-            Ok(ctx
-                .case_shim_log()
-                .iter()
-                .any(|l| l.contains(&wanted))
-                .then_some(()))
-        },
-    )
-    .with_context(|| format!("barge lines: {:?}", ctx.case_shim_log()))?;
+    crate::cmd::wait_for_shim_line(|| ctx.case_shim_log(), &wanted)?;
     ctx.kill_and_remove(&id)?;
     Ok(())
 }

@@ -21,6 +21,22 @@ pub struct DockerCase {
     pub run: fn(&DockerCtx) -> Result<()>,
 }
 
+impl DockerCase {
+    /// Cases for every executor's pass, from (name, body) pairs.
+    pub fn list(
+        cases: impl IntoIterator<Item = (&'static str, fn(&DockerCtx) -> Result<()>)>,
+    ) -> Vec<DockerCase> {
+        cases
+            .into_iter()
+            .map(|(name, run)| DockerCase {
+                name,
+                only: None,
+                run,
+            })
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct CaseState {
     cidfiles: Vec<PathBuf>,
@@ -454,18 +470,7 @@ fn executor_selected(ctx: &DockerCtx) -> Result<()> {
         "creating container {id} with executor {}",
         ctx.executor.name()
     );
-    poll(
-        "barge's log line in containerd's log",
-        Duration::from_secs(5),
-        || {
-            Ok(ctx
-                .case_shim_log()
-                .iter()
-                .any(|l| l.contains(&wanted))
-                .then_some(()))
-        },
-    )
-    .with_context(|| format!("barge lines: {:?}", ctx.case_shim_log()))?;
+    crate::cmd::wait_for_shim_line(|| ctx.case_shim_log(), &wanted)?;
     let out = ctx.run().args(["--rm", "busybox", "echo", "hello"]).run()?;
     expect(&out, "hello\n", 0)?;
     ctx.docker().args(["rm", "-f", &id]).ok()?;

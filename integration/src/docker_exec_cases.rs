@@ -30,14 +30,7 @@ pub fn cases() -> Vec<DockerCase> {
         ("exec-plain", exec_plain),
         ("exec-top", exec_top),
     ];
-    custom
-        .into_iter()
-        .map(|(name, run)| DockerCase {
-            name,
-            only: None,
-            run,
-        })
-        .collect()
+    DockerCase::list(custom)
 }
 
 /// The runtime of `side`: the pass's barge runtime, or runc-v2.

@@ -17,7 +17,7 @@ use crate::containerd_api::{CgroupsV1Metrics, Client, CGROUPS_V1_METRICS};
 use crate::ctr_cases::COUNTER;
 use crate::docker_cases::{DockerCase, DockerCtx};
 use crate::docker_exec_cases::{cleanup, name, runtime, with_container};
-use crate::sys;
+use crate::sys::{self, Footprint};
 use crate::tty_cases::{both, Side};
 
 const MIB: u64 = 1 << 20;
@@ -34,14 +34,7 @@ pub fn cases() -> Vec<DockerCase> {
         ("resources-oom-killed", oom_killed),
         ("resources-stats-cost", stats_cost),
     ];
-    custom
-        .into_iter()
-        .map(|(name, run)| DockerCase {
-            name,
-            only: None,
-            run,
-        })
-        .collect()
+    DockerCase::list(custom)
 }
 
 /// A file of the cgroup of `pid` in the v1 hierarchy of `controller`, e.g.
@@ -456,28 +449,6 @@ fn oom_killed(ctx: &DockerCtx) -> Result<()> {
         guard.done();
         Ok(state)
     })
-}
-
-/// The descriptors and resident memory of a process.
-#[derive(Debug, Clone, Copy)]
-struct Footprint {
-    fds: usize,
-    rss_kib: u64,
-}
-
-impl Footprint {
-    fn of(pid: u32) -> Result<Footprint> {
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .with_context(|| format!("list /proc/{pid}/fd"))?
-            .count();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
-        Ok(Footprint { fds, rss_kib })
-    }
 }
 
 /// Calls Tasks.Metrics `n` times; each answer must be the cgroup v1 metrics

@@ -49,13 +49,7 @@ pub fn cases() -> Vec<CtrCase> {
         ("exec-api-stopped-container", api_stopped_container),
         ("exec-shim-fds", shim_fds),
     ];
-    cases
-        .into_iter()
-        .map(|(name, f)| CtrCase {
-            name,
-            run: Box::new(f),
-        })
-        .collect()
+    CtrCase::list(cases)
 }
 
 /// One side of a comparison: a container under runc-v2 or under barge.
@@ -697,20 +691,8 @@ fn ps(ctx: &CtrCtx) -> Result<()> {
         let rows = side.ps()?;
         let check = || -> Result<()> {
             ensure!(rows.len() == 2, "expected the init and one exec");
-            let (_, init_info) = rows
-                .iter()
-                .find(|(p, _)| *p == init.pid)
-                .context("no row for the init")?;
-            ensure!(
-                !init_info.contains(&exec_id),
-                "the init's INFO names the exec"
-            );
-            let (pid, info) = rows
-                .iter()
-                .find(|(p, _)| *p != init.pid)
-                .context("no row for the exec")?;
-            ensure!(info.contains(&exec_id), "the exec's INFO lacks its id");
-            let p = sys::process(*pid).context("the exec's pid is not alive")?;
+            let pid = exec_row(&rows, init.pid, &exec_id)?;
+            let p = sys::process(pid).context("the exec's pid is not alive")?;
             ensure!(p.argv == ["sleep", "1000"], "pid {pid} runs {:?}", p.argv);
             Ok(())
         };
@@ -718,6 +700,25 @@ fn ps(ctx: &CtrCtx) -> Result<()> {
         side.kill_exec(&exec_id)?;
         side.remove()
     })
+}
+
+/// In `ctr task ps` rows (pid, INFO), the pid of exec `exec_id`: the init's
+/// row does not name the exec, and the other row names it.
+pub(crate) fn exec_row(rows: &[(u32, String)], init_pid: u32, exec_id: &str) -> Result<u32> {
+    let (_, init_info) = rows
+        .iter()
+        .find(|(p, _)| *p == init_pid)
+        .context("no row for the init")?;
+    ensure!(
+        !init_info.contains(exec_id),
+        "the init's INFO names the exec"
+    );
+    let (pid, info) = rows
+        .iter()
+        .find(|(p, _)| *p != init_pid)
+        .context("no row for the exec")?;
+    ensure!(info.contains(exec_id), "the exec's INFO lacks its id");
+    Ok(*pid)
 }
 
 /// Makes a fifo (mode 0600).

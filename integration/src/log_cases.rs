@@ -28,13 +28,7 @@ pub fn cases() -> Vec<CtrCase> {
         ("log-binary-missing", binary_missing),
         ("log-binary-failures", binary_failures),
     ];
-    cases
-        .into_iter()
-        .map(|(name, f)| CtrCase {
-            name,
-            run: Box::new(f),
-        })
-        .collect()
+    CtrCase::list(cases)
 }
 
 /// The logger: fd 3 and fd 4 go to files, its arguments and environment

@@ -44,12 +44,7 @@ pub fn cases() -> Vec<CtrCase> {
         ("runc-options-systemd-cgroup", systemd_cgroup),
         ("runc-options-unsupported", unsupported),
     ];
-    all.into_iter()
-        .map(|(name, f)| CtrCase {
-            name,
-            run: Box::new(f),
-        })
-        .collect()
+    CtrCase::list(all)
 }
 
 /// The shim a container runs under.
@@ -215,14 +210,7 @@ fn binary_name(ctx: &CtrCtx) -> Result<()> {
         native.display()
     );
     let wanted = format!("creating container {id} with executor oci-binary");
-    poll("the shim's log line", Duration::from_secs(5), || {
-        Ok(ctx
-            .case_shim_log()
-            .iter()
-            .any(|l| l.contains(&wanted))
-            .then_some(()))
-    })
-    .with_context(|| format!("barge lines: {:?}", ctx.case_shim_log()))?;
+    crate::cmd::wait_for_shim_line(|| ctx.case_shim_log(), &wanted)?;
     for id in [&rid, &id] {
         ctx.kill_and_remove(id)?;
     }

@@ -87,6 +87,22 @@ pub fn vm_rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in {path}"))
 }
 
+/// A process's open descriptors and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub fds: usize,
+    pub rss_kib: u64,
+}
+
+impl Footprint {
+    pub fn of(pid: u32) -> Result<Footprint> {
+        Ok(Footprint {
+            fds: fd_count(pid)?,
+            rss_kib: vm_rss_kib(pid)?,
+        })
+    }
+}
+
 /// Sends `signal` to `pid`. A process that is already gone is fine.
 pub fn signal(pid: u32, signal: i32) {
     if pid > 1 {

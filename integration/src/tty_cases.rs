@@ -240,13 +240,7 @@ pub fn cases() -> Vec<CtrCase> {
         ("tty-exec", tty_exec),
         ("tty-exec-large-output", tty_exec_large_output),
     ];
-    custom
-        .into_iter()
-        .map(|(name, f)| CtrCase {
-            name,
-            run: Box::new(f),
-        })
-        .collect()
+    CtrCase::list(custom)
 }
 
 /// `ctr run --rm -t ... sh -c SCRIPT` on a pty of `size`.

@@ -16,7 +16,7 @@ use crate::containerd_api::{expect_code, Stdio};
 use crate::ctr::{CtrCtx, Executor, RuntimeOptions, TaskRow};
 use crate::ctr_cases::{expect, must_fail, CtrCase};
 use crate::docker_cases::{DockerCase, DockerCtx};
-use crate::exec_cases::{api_run, Side};
+use crate::exec_cases::{api_run, exec_row, Side};
 use crate::pty::Pty;
 use crate::sys;
 use crate::tty_cases::{Cleanup, START, STEP};
@@ -1621,26 +1621,14 @@ fn exec_ps_kill(ctx: &CtrCtx) -> Result<()> {
         })
         .with_context(|| format!("`ctr task ps`: {:?}", t.side.ps()))?;
         let check = || -> Result<()> {
-            let (_, init_info) = rows
-                .iter()
-                .find(|(p, _)| *p == t.init.pid)
-                .context("no row for the init")?;
-            ensure!(
-                !init_info.contains(&exec_id),
-                "the init's INFO names the exec"
-            );
-            let (pid, info) = rows
-                .iter()
-                .find(|(p, _)| *p != t.init.pid)
-                .context("no row for the exec")?;
-            ensure!(info.contains(&exec_id), "the exec's INFO lacks its id");
-            let p = sys::process(*pid).context("the exec's pid is not alive")?;
+            let pid = exec_row(&rows, t.init.pid, &exec_id)?;
+            let p = sys::process(pid).context("the exec's pid is not alive")?;
             ensure!(
                 p.argv == ["/hello.wasm", "loop"],
                 "the exec (pid {pid}) shows the command line {:?}",
                 p.argv
             );
-            let (init, exec) = (placement(t.init.pid)?, placement(*pid)?);
+            let (init, exec) = (placement(t.init.pid)?, placement(pid)?);
             ensure!(
                 init == exec,
                 "the exec (pid {pid}) is in {exec:?}, the init in {init:?}"

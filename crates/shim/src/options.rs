@@ -18,6 +18,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
 use crate::error::{Error, Result};
 use crate::runc_options;
+use crate::wire::fields;
 
 /// The type containerd uses for every runtime but runc.
 const RUNTIME_OPTIONS: &str = "runtimeoptions.v1.Options";
@@ -65,76 +66,6 @@ pub fn decode(any: Option<&Any>) -> Result<Options> {
         })?;
     }
     Ok(Options::from_toml(&body)?)
-}
-
-/// One field of a protobuf message, as it is on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    /// A fixed32 or fixed64, which no field barge reads has.
-    Fixed,
-}
-
-impl Value<'_> {
-    /// A length-delimited field as UTF-8 text; `message` is named on error.
-    pub fn text(&self, message: &str) -> Result<String> {
-        match self {
-            Value::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| {
-                Error::InvalidArgument(format!("malformed {message}: a string is not UTF-8"))
-            }),
-            _ => Err(Error::InvalidArgument(format!(
-                "malformed {message}: a string field is not length-delimited"
-            ))),
-        }
-    }
-}
-
-/// The fields of a protobuf message, in wire order. `message` names it in
-/// the error when the bytes are not protobuf.
-pub fn fields<'a>(mut buf: &'a [u8], message: &str) -> Result<Vec<(u64, Value<'a>)>> {
-    let bad = || Error::InvalidArgument(format!("malformed {message}"));
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let (key, rest) = varint(buf).ok_or_else(bad)?;
-        buf = rest;
-        let value = match key & 7 {
-            0 => {
-                let (v, rest) = varint(buf).ok_or_else(bad)?;
-                buf = rest;
-                Value::Varint(v)
-            }
-            1 => {
-                buf = buf.get(8..).ok_or_else(bad)?;
-                Value::Fixed
-            }
-            5 => {
-                buf = buf.get(4..).ok_or_else(bad)?;
-                Value::Fixed
-            }
-            2 => {
-                let (len, rest) = varint(buf).ok_or_else(bad)?;
-                let len = usize::try_from(len).map_err(|_| bad())?;
-                let value = rest.get(..len).ok_or_else(bad)?;
-                buf = &rest[len..];
-                Value::Bytes(value)
-            }
-            _ => return Err(bad()),
-        };
-        out.push((key >> 3, value));
-    }
-    Ok(out)
-}
-
-fn varint(buf: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0u64;
-    for (i, b) in buf.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, &buf[i + 1..]));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -210,22 +141,5 @@ mod tests {
             assert!(is_options_type(url), "{url}");
         }
         assert!(!is_options_type("containerd.io/cri.v1.PodSandboxConfig"));
-    }
-
-    #[test]
-    fn wire_fields() {
-        // field 1 varint 150, field 2 "hi", field 3 fixed32
-        let bytes = [0x08, 0x96, 0x01, 0x12, 0x02, b'h', b'i', 0x1d, 1, 2, 3, 4];
-        let f = fields(&bytes, "m").unwrap();
-        assert_eq!(
-            f,
-            vec![
-                (1, Value::Varint(150)),
-                (2, Value::Bytes(b"hi")),
-                (3, Value::Fixed)
-            ]
-        );
-        assert!(fields(&[0x08], "m").is_err());
-        assert!(fields(&[0x12, 0x05, b'x'], "m").is_err());
     }
 }

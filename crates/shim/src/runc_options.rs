@@ -24,7 +24,7 @@
 use barge_executor::{ExecutorChoice, Options};
 
 use crate::error::{Error, Result};
-use crate::options::{fields, Value};
+use crate::wire::{fields, Value};
 
 /// The runc options messages barge reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,9 @@
 //! The protobuf wire format, for the few messages the shim reads or writes
-//! by hand instead of carrying their schema: varints, length-delimited
-//! fields, and a reader that walks a message's fields.
+//! by hand instead of carrying their schema (the runtime options, runc's
+//! options, CRI's pod config, runc's ProcessDetails): varints,
+//! length-delimited fields, and a reader of a message's fields.
 
-/// What is wrong with a message on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WireError(pub &'static str);
+use crate::error::{Error, Result};
 
 /// Appends `n` as a varint.
 pub fn varint(out: &mut Vec<u8>, mut n: u64) {
@@ -34,90 +33,94 @@ pub fn bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A field's value.
-#[derive(Debug, Clone, Copy)]
-enum Value<'a> {
+/// One field of a protobuf message, as it is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
+    /// A fixed32 or fixed64, which no field barge reads has.
+    Fixed,
 }
 
-/// One field of a message, read as the type the caller expects.
-#[derive(Debug, Clone, Copy)]
-pub struct Field<'a>(Value<'a>);
+impl<'a> Value<'a> {
+    /// A length-delimited field as UTF-8 text; `message` is named on error.
+    pub fn text(&self, message: &str) -> Result<String> {
+        String::from_utf8(self.bytes(message)?.to_vec()).map_err(|_| {
+            Error::InvalidArgument(format!("malformed {message}: a string is not UTF-8"))
+        })
+    }
 
-impl<'a> Field<'a> {
-    pub fn as_bytes(&self) -> Result<&'a [u8], WireError> {
-        match self.0 {
+    /// A length-delimited field (a string or a nested message).
+    pub fn bytes(&self, message: &str) -> Result<&'a [u8]> {
+        match self {
             Value::Bytes(b) => Ok(b),
-            Value::Varint(_) => Err(WireError("a varint where bytes were expected")),
+            _ => Err(Error::InvalidArgument(format!(
+                "malformed {message}: a string field is not length-delimited"
+            ))),
         }
     }
 
-    pub fn as_string(&self) -> Result<String, WireError> {
-        String::from_utf8(self.as_bytes()?.to_vec()).map_err(|_| WireError("a string is not UTF-8"))
-    }
-
-    pub fn as_varint(&self) -> Result<u64, WireError> {
-        match self.0 {
-            Value::Varint(n) => Ok(n),
-            Value::Bytes(_) => Err(WireError("bytes where a varint was expected")),
+    /// A varint field.
+    pub fn varint(&self, message: &str) -> Result<u64> {
+        match self {
+            Value::Varint(n) => Ok(*n),
+            _ => Err(Error::InvalidArgument(format!(
+                "malformed {message}: a number field is not a varint"
+            ))),
         }
     }
 }
 
-/// Calls `each` with the number and value of every field of the message in
-/// `bytes`, in order, until it returns false. Fixed-size fields are skipped;
-/// groups are refused.
-pub fn fields<'a>(
-    mut bytes: &'a [u8],
-    mut each: impl FnMut(u64, Field<'a>) -> bool,
-) -> Result<(), WireError> {
-    while !bytes.is_empty() {
-        let key = read_varint(&mut bytes)?;
-        let number = key >> 3;
+/// The fields of a protobuf message, in wire order. `message` names it in
+/// the error when the bytes are not protobuf (truncated, a group, field
+/// number 0).
+pub fn fields<'a>(mut buf: &'a [u8], message: &str) -> Result<Vec<(u64, Value<'a>)>> {
+    let bad = || Error::InvalidArgument(format!("malformed {message}"));
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (key, rest) = read_varint(buf).ok_or_else(bad)?;
+        buf = rest;
         let value = match key & 7 {
-            0 => Value::Varint(read_varint(&mut bytes)?),
-            1 => {
-                bytes = bytes.get(8..).ok_or(WireError("truncated fixed64"))?;
-                continue;
+            0 => {
+                let (v, rest) = read_varint(buf).ok_or_else(bad)?;
+                buf = rest;
+                Value::Varint(v)
             }
-            2 => {
-                let len = usize::try_from(read_varint(&mut bytes)?)
-                    .map_err(|_| WireError("length out of range"))?;
-                if len > bytes.len() {
-                    return Err(WireError("a length runs past the end"));
-                }
-                let (field, rest) = bytes.split_at(len);
-                bytes = rest;
-                Value::Bytes(field)
+            1 => {
+                buf = buf.get(8..).ok_or_else(bad)?;
+                Value::Fixed
             }
             5 => {
-                bytes = bytes.get(4..).ok_or(WireError("truncated fixed32"))?;
-                continue;
+                buf = buf.get(4..).ok_or_else(bad)?;
+                Value::Fixed
             }
-            _ => return Err(WireError("unsupported wire type")),
+            2 => {
+                let (len, rest) = read_varint(buf).ok_or_else(bad)?;
+                let len = usize::try_from(len).map_err(|_| bad())?;
+                let value = rest.get(..len).ok_or_else(bad)?;
+                buf = &rest[len..];
+                Value::Bytes(value)
+            }
+            _ => return Err(bad()),
         };
-        if number == 0 {
-            return Err(WireError("field number 0"));
+        // Field number 0 is not protobuf.
+        if key >> 3 == 0 {
+            return Err(bad());
         }
-        if !each(number, Field(value)) {
-            return Ok(());
-        }
+        out.push((key >> 3, value));
     }
-    Ok(())
+    Ok(out)
 }
 
-fn read_varint(bytes: &mut &[u8]) -> Result<u64, WireError> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first().ok_or(WireError("truncated varint"))?;
-        *bytes = rest;
-        n |= u64::from(b & 0x7f) << shift;
+fn read_varint(buf: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, b) in buf.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            return Ok(n);
+            return Some((value, &buf[i + 1..]));
         }
     }
-    Err(WireError("varint longer than 10 bytes"))
+    None
 }
 
 #[cfg(test)]
@@ -131,23 +134,30 @@ mod tests {
         bytes_field(&mut m, 2, b"hi");
         varint_field(&mut m, 3, u64::MAX);
         assert_eq!(&m[..4], &[0x08, 0xa0, 0x8d, 0x06]);
-        let mut seen = Vec::new();
-        fields(&m, |n, f| {
-            seen.push(match n {
-                2 => f.as_string().unwrap(),
-                _ => f.as_varint().unwrap().to_string(),
-            });
-            true
-        })
-        .unwrap();
-        assert_eq!(seen, ["100000", "hi", &u64::MAX.to_string()]);
+        let f = fields(&m, "m").unwrap();
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0], (1, Value::Varint(100_000)));
+        assert_eq!(f[1].1.text("m").unwrap(), "hi");
+        assert_eq!(f[2].1.varint("m").unwrap(), u64::MAX);
+        assert!(fields(&[0x0a, 0x05, b'a'], "m").is_err());
+        assert!(fields(&[0xff; 11], "m").is_err());
+        assert!(f[0].1.bytes("m").is_err() && f[1].1.varint("m").is_err());
+    }
+
+    #[test]
+    fn wire_fields() {
+        // field 1 varint 150, field 2 "hi", field 3 fixed32
+        let bytes = [0x08, 0x96, 0x01, 0x12, 0x02, b'h', b'i', 0x1d, 1, 2, 3, 4];
+        let f = fields(&bytes, "m").unwrap();
         assert_eq!(
-            fields(&[0x0a, 0x05, b'a'], |_, _| true),
-            Err(WireError("a length runs past the end"))
+            f,
+            vec![
+                (1, Value::Varint(150)),
+                (2, Value::Bytes(b"hi")),
+                (3, Value::Fixed)
+            ]
         );
-        assert_eq!(
-            fields(&[0xff; 11], |_, _| true),
-            Err(WireError("varint longer than 10 bytes"))
-        );
+        assert!(fields(&[0x08], "m").is_err());
+        assert!(fields(&[0x12, 0x05, b'x'], "m").is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use barge_integration::containerd_api::{Client, CGROUPS_V1_METRICS};
-use barge_integration::sys;
+use barge_integration::sys::Footprint;
 use serde_json::{json, Value};
 
 use super::memory::new_shims;
@@ -57,24 +57,8 @@ struct Subject<'a> {
     shim: u32,
 }
 
-/// A shim's descriptors and resident memory.
-#[derive(Debug, Clone, Copy)]
-struct Footprint {
-    fds: usize,
-    rss_kib: u64,
-}
-
-impl Footprint {
-    fn of(pid: u32) -> Result<Footprint> {
-        Ok(Footprint {
-            fds: sys::fd_count(pid)?,
-            rss_kib: sys::vm_rss_kib(pid)?,
-        })
-    }
-
-    fn json(&self) -> Value {
-        json!({ "fds": self.fds, "rss_kib": self.rss_kib })
-    }
+fn footprint_json(f: &Footprint) -> Value {
+    json!({ "fds": f.fds, "rss_kib": f.rss_kib })
 }
 
 /// A process's counters from /proc/<pid>/stat.
@@ -390,8 +374,8 @@ fn rows(
                     "wall_seconds": t.wall.as_secs_f64(),
                     "wall_median_us": median(&t.samples_us),
                     "wall_p90_us": percentile(&t.samples_us, 90.0),
-                    "before": before.get(s.v.key).map(Footprint::json),
-                    "after": after.get(s.v.key).map(Footprint::json),
+                    "before": before.get(s.v.key).map(footprint_json),
+                    "after": after.get(s.v.key).map(footprint_json),
                 }),
             ))
         })

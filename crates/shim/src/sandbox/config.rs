@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
 use crate::error::{Error, Result};
-use crate::wire::{self, Field};
+use crate::wire::fields;
 
 /// The type CRI marshals its pod config as.
 pub const POD_SANDBOX_CONFIG: &str = "runtime.v1.PodSandboxConfig";
@@ -97,122 +97,82 @@ impl PodConfig {
     /// Decodes a `runtime.v1.PodSandboxConfig`.
     pub fn decode(bytes: &[u8]) -> Result<PodConfig> {
         let mut config = PodConfig::default();
-        fields(bytes, |n, field| {
+        for (n, v) in fields(bytes, M)? {
             match n {
-                1 => fields(field.bytes()?, |n, f| {
-                    match n {
-                        1 => config.name = f.string()?,
-                        3 => config.namespace = f.string()?,
-                        _ => {}
-                    }
-                    Ok(())
-                })?,
-                2 => config.hostname = field.string()?,
-                4 => {
-                    let mut dns = Dns::default();
-                    fields(field.bytes()?, |n, f| {
+                1 => {
+                    for (n, v) in fields(v.bytes(M)?, M)? {
                         match n {
-                            1 => dns.servers.push(f.string()?),
-                            2 => dns.searches.push(f.string()?),
-                            3 => dns.options.push(f.string()?),
+                            1 => config.name = v.text(M)?,
+                            3 => config.namespace = v.text(M)?,
                             _ => {}
                         }
-                        Ok(())
-                    })?;
+                    }
+                }
+                2 => config.hostname = v.text(M)?,
+                4 => {
+                    let mut dns = Dns::default();
+                    for (n, v) in fields(v.bytes(M)?, M)? {
+                        match n {
+                            1 => dns.servers.push(v.text(M)?),
+                            2 => dns.searches.push(v.text(M)?),
+                            3 => dns.options.push(v.text(M)?),
+                            _ => {}
+                        }
+                    }
                     config.dns = Some(dns);
                 }
-                8 => config.read_linux(field.bytes()?)?,
+                8 => config.read_linux(v.bytes(M)?)?,
                 _ => {}
             }
-            Ok(())
-        })?;
+        }
         Ok(config)
     }
 
     /// `LinuxPodSandboxConfig`.
     fn read_linux(&mut self, bytes: &[u8]) -> Result<()> {
-        fields(bytes, |n, field| {
+        for (n, v) in fields(bytes, M)? {
             match n {
-                1 => self.cgroup_parent = field.string()?,
-                2 => fields(field.bytes()?, |n, f| {
-                    if n == 1 {
-                        self.namespaces = read_namespaces(f.bytes()?)?;
+                1 => self.cgroup_parent = v.text(M)?,
+                2 => {
+                    for (n, v) in fields(v.bytes(M)?, M)? {
+                        if n == 1 {
+                            self.namespaces = read_namespaces(v.bytes(M)?)?;
+                        }
                     }
-                    Ok(())
-                })?,
+                }
                 3 => {
                     let (mut key, mut value) = (String::new(), String::new());
-                    fields(field.bytes()?, |n, f| {
+                    for (n, v) in fields(v.bytes(M)?, M)? {
                         match n {
-                            1 => key = f.string()?,
-                            2 => value = f.string()?,
+                            1 => key = v.text(M)?,
+                            2 => value = v.text(M)?,
                             _ => {}
                         }
-                        Ok(())
-                    })?;
+                    }
                     self.sysctls.insert(key, value);
                 }
                 _ => {}
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 }
+
+/// The message's name, in every error about its bytes.
+const M: &str = POD_SANDBOX_CONFIG;
 
 /// `NamespaceOption`.
 fn read_namespaces(bytes: &[u8]) -> Result<Namespaces> {
     let mut ns = Namespaces::default();
-    fields(bytes, |n, field| {
+    for (n, v) in fields(bytes, M)? {
         match n {
-            1 => ns.network = Mode::from_wire(field.varint()?)?,
-            2 => ns.pid = Mode::from_wire(field.varint()?)?,
-            3 => ns.ipc = Mode::from_wire(field.varint()?)?,
+            1 => ns.network = Mode::from_wire(v.varint(M)?)?,
+            2 => ns.pid = Mode::from_wire(v.varint(M)?)?,
+            3 => ns.ipc = Mode::from_wire(v.varint(M)?)?,
             _ => {}
         }
-        Ok(())
-    })?;
+    }
     Ok(ns)
-}
-
-fn malformed(what: &str) -> Error {
-    Error::InvalidArgument(format!(
-        "pod config ({POD_SANDBOX_CONFIG}) is malformed: {what}"
-    ))
-}
-
-/// Calls `each` for every field of the message in `bytes`, with the wire
-/// reader's complaints worded for the pod config.
-fn fields<'a>(bytes: &'a [u8], mut each: impl FnMut(u64, Field<'a>) -> Result<()>) -> Result<()> {
-    let mut failed = None;
-    wire::fields(bytes, |n, f| match each(n, f) {
-        Ok(()) => true,
-        Err(e) => {
-            failed = Some(e);
-            false
-        }
-    })
-    .map_err(|e| malformed(e.0))?;
-    failed.map_or(Ok(()), Err)
-}
-
-trait Read<'a> {
-    fn bytes(&self) -> Result<&'a [u8]>;
-    fn string(&self) -> Result<String>;
-    fn varint(&self) -> Result<u64>;
-}
-
-impl<'a> Read<'a> for Field<'a> {
-    fn bytes(&self) -> Result<&'a [u8]> {
-        self.as_bytes().map_err(|e| malformed(e.0))
-    }
-
-    fn string(&self) -> Result<String> {
-        self.as_string().map_err(|e| malformed(e.0))
-    }
-
-    fn varint(&self) -> Result<u64> {
-        self.as_varint().map_err(|e| malformed(e.0))
-    }
 }
 
 /// The namespace a sysctl belongs to, or None when it is not namespaced
