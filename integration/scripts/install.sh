@@ -43,6 +43,9 @@ fi
 # Our tests use private instances only: make sure no system containerd runs.
 if [ -d /run/systemd/system ]; then
   systemctl disable --now containerd.service >/dev/null 2>&1 || true
+  # Debian's docker-registry starts a system registry on :5000; the CRI
+  # tests run their own on 127.0.0.1 only.
+  systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
 fi
 for pid in $(pgrep -x containerd || true); do
   args=$(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null || true)
