@@ -3,7 +3,7 @@ SHIM      := target/release/containerd-shim-barge-v1
 PREFIX    ?= /usr/local
 CARGO     ?= cargo
 
-.PHONY: run test bench deps build install lint unit integration demo-stop clean wasm-fixtures
+.PHONY: run test bench soak deps build install lint unit integration demo-stop clean wasm-fixtures fuzz
 
 ## run: install what is needed, build, install the shim, run a container and a Wasm guest through it
 run: deps install wasm-fixtures
@@ -18,6 +18,21 @@ test: deps build lint wasm-fixtures
 ##        BENCH_CONTAINERD=1.6|1.7|2.1|2.3). Results in target/bench/results.{json,md}
 bench: deps build wasm-fixtures
 	$(CARGO) run --release -p barge-integration --bin barge-bench
+
+## soak: 10,000 `ctr run --rm` (4 workers), 1,000 Wasm runs, 1,000 execs and 1,000 cycles in one
+##       grouped shim, then a check that nothing is left (not in CI; ~21 min). SOAK_RUNS, SOAK_WASM,
+##       SOAK_EXECS, SOAK_CYCLES, SOAK_WORKERS, SOAK_CONTAINERD=2.3, SOAK_RUNTIMES=barge,runc-v2.
+##       Results in target/soak/results.{json,md}
+soak: deps build wasm-fixtures
+	$(CARGO) run --release -p barge-integration --bin barge-soak
+
+## fuzz: every fuzz target (fuzz/: runtime options, config.json and the entrypoint, protobuf
+##       inputs, mount options, Wasm loading), 1,000,000 inputs each (FUZZ_COUNT, FUZZ_SEED);
+##       `make test` runs a short smoke run of each
+FUZZ_COUNT ?= 1000000
+FUZZ_SEED  ?= 1
+fuzz: wasm-fixtures
+	$(CARGO) run --release -p barge-fuzz -- all --count $(FUZZ_COUNT) --seed $(FUZZ_SEED) --progress-seconds 60
 
 deps:
 	integration/scripts/install.sh

@@ -79,6 +79,15 @@ pub fn wait_for_shim_line(lines: impl Fn() -> Vec<String>, wanted: &str) -> Resu
 }
 
 /// What a finished command left.
+/// The lines of `text` that hold something, trimmed: a listing's ids.
+pub fn nonempty_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct Output {
     pub status: ExitStatus,

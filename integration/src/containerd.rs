@@ -47,6 +47,10 @@ pub const SOCKET_DIR: &str = "/run/containerd/s";
 /// the cases read; this turns it off (ctr parses the value as a bool).
 pub const CTR_ENV: &[(&str, &str)] = &[("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")];
 
+/// A variable in every containerd's environment, which its shims inherit:
+/// the security cases check that no container sees it.
+pub const MARKER: &str = "BARGE_IT_MARKER=the-shim-environment";
+
 /// A private containerd's config: its own root, state, gRPC socket (and
 /// ttrpc next to it) and log level; CRI off, or on with `cri` (the CRI
 /// plugins' tables) appended. Version 4 moved the server addresses into
@@ -447,6 +451,10 @@ impl Containerd {
             .arg("--config")
             .arg(self.dirs.run.join("config.toml"))
             .env("PATH", path)
+            .env(
+                MARKER.split_once('=').expect("NAME=value").0,
+                MARKER.split_once('=').expect("NAME=value").1,
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -477,10 +485,15 @@ impl Containerd {
 
     /// Stops containerd (SIGTERM; its shims and containers live on).
     fn stop(&self) -> Result<()> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Stops containerd with `signal` and waits until it has exited.
+    fn stop_with(&self, signal: i32) -> Result<()> {
         let Some(mut child) = self.child.lock().unwrap().take() else {
             return Ok(());
         };
-        sys::signal(child.id(), libc::SIGTERM);
+        sys::signal(child.id(), signal);
         let end = Instant::now() + Duration::from_secs(10);
         while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(20));
@@ -489,7 +502,7 @@ impl Containerd {
         let _ = child.kill();
         let _ = child.wait();
         if !clean {
-            bail!("containerd ignored SIGTERM for 10 s");
+            bail!("containerd ignored signal {signal} for 10 s");
         }
         Ok(())
     }
@@ -497,8 +510,17 @@ impl Containerd {
     /// Restarts containerd with the same configuration: it must find its
     /// running shims again.
     pub fn restart(&self) -> Result<()> {
-        self.stop()?;
-        self.spawn()
+        self.restart_with(libc::SIGTERM, || Ok(()))
+    }
+
+    /// Stops containerd with `signal` (SIGTERM or SIGKILL), runs
+    /// `while_down`, and starts it again with the same configuration; it
+    /// is started again even when `while_down` fails.
+    pub fn restart_with(&self, signal: i32, while_down: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.stop_with(signal)?;
+        let down = while_down();
+        self.spawn()?;
+        down.context("while containerd was down")
     }
 
     pub fn ctr_bin(&self) -> PathBuf {
@@ -581,13 +603,7 @@ impl Containerd {
     pub fn leftovers(&self, ns: &str) -> Result<(Vec<String>, Vec<String>)> {
         let ids = |what: &str| -> Result<Vec<String>> {
             let out = self.ctr(ns).args([what, "ls", "-q"]).ok()?;
-            Ok(out
-                .stdout
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect())
+            Ok(crate::cmd::nonempty_lines(&out.stdout))
         };
         Ok((ids("tasks")?, ids("containers")?))
     }

@@ -951,13 +951,7 @@ impl CriContainerd {
 
     /// The ids of the pods, or of the containers, CRI still has.
     fn listed(&self, args: &[&str]) -> Result<Vec<String>> {
-        Ok(self
-            .crictl_out(args)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect())
+        Ok(crate::cmd::nonempty_lines(&self.crictl_out(args)?))
     }
 
     fn watched_mounts(&self) -> BTreeSet<PathBuf> {

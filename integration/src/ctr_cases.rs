@@ -188,7 +188,7 @@ pub fn cases() -> Vec<CtrCase> {
         })
         .collect();
     type Custom = (&'static str, fn(&CtrCtx) -> Result<()>);
-    let custom: [Custom; 28] = [
+    let custom: [Custom; 26] = [
         ("no-runtime-options", no_runtime_options),
         ("stdin", stdin),
         ("large-output", large_output),
@@ -205,8 +205,6 @@ pub fn cases() -> Vec<CtrCase> {
         ("kill-all", kill_all),
         ("parallel-16", parallel_16),
         ("group-one-shim", group_one_shim),
-        ("shim-crash", shim_crash),
-        ("containerd-restart", containerd_restart),
         ("unsupported-operations", unsupported_operations),
         ("pause-resume", pause_resume),
         ("bad-spec-json", bad_spec_json),
@@ -219,12 +217,15 @@ pub fn cases() -> Vec<CtrCase> {
         ("missing-entrypoint", missing_entrypoint),
     ];
     v.extend(CtrCase::list(custom));
+    v.extend(crate::fault_cases::cases());
     v.extend(crate::tty_cases::cases());
     v.extend(crate::exec_cases::cases());
     v.extend(crate::runc_options_cases::cases());
     v.extend(crate::log_cases::cases());
     v.extend(crate::info_cases::cases());
     v.extend(crate::propagation_cases::cases());
+    v.extend(crate::exe_cases::cases());
+    v.extend(crate::security_cases::ctr_cases());
     v
 }
 
@@ -670,70 +671,6 @@ fn group_one_shim(ctx: &CtrCtx) -> Result<()> {
         "the shim exited while it still had a container"
     );
     ctx.kill_and_remove(&ids[1])?;
-    Ok(())
-}
-
-fn shim_crash(ctx: &CtrCtx) -> Result<()> {
-    // --null-io: once the task is gone, `ctr task rm` cannot remove ctr's
-    // fifos (the same under runc-v2), so make none.
-    let id = ctx.id("");
-    let task = ctx.start_sleeper(ctx.run(&id).flags(["--null-io"]), &id)?;
-    let shims = ctx.shims();
-    ensure!(shims.len() == 1, "expected one shim, found {}", shims.len());
-    sys::signal(shims[0].pid, libc::SIGKILL);
-    // containerd notices, runs `<shim> delete` and marks the task stopped
-    // (or forgets it).
-    poll(
-        "the task to be stopped or gone",
-        Duration::from_secs(20),
-        || {
-            Ok(match ctx.task(&id)? {
-                None => Some(()),
-                Some(t) if t.status == "STOPPED" => Some(()),
-                Some(_) => None,
-            })
-        },
-    )?;
-    let rm = ctx.ctr().args(["tasks", "rm", &id]).run()?;
-    ensure!(
-        rm.success() || rm.stderr.contains("not found"),
-        "{}",
-        rm.describe()
-    );
-    ctx.ctr().args(["containers", "rm", &id]).ok()?;
-    poll("the init to be gone", Duration::from_secs(10), || {
-        Ok((!sys::alive(task.pid)).then_some(()))
-    })?;
-    // containerd ran `<shim> delete` to clean up; it must not have failed.
-    let errors: Vec<String> = ctx
-        .case_log()
-        .into_iter()
-        .filter(|l| l.contains("level=error") && l.contains(&id))
-        .collect();
-    ensure!(errors.is_empty(), "containerd logged errors: {errors:?}");
-    Ok(())
-}
-
-fn containerd_restart(ctx: &CtrCtx) -> Result<()> {
-    // containerd restarts while a container runs: it must reconnect to the
-    // shim, and the shim's events must reach the new containerd.
-    let id = ctx.id("");
-    let task = ctx.start_sleeper(ctx.run(&id), &id)?;
-    let shims = ctx.shims();
-    ensure!(shims.len() == 1, "expected one shim, found {}", shims.len());
-    ctx.cd.restart()?;
-    let after = ctx
-        .task(&id)?
-        .context("the task is gone after the restart")?;
-    ensure!(
-        after.status == "RUNNING" && after.pid == task.pid,
-        "after the restart: {after:?}, before: {task:?}"
-    );
-    ensure!(sys::alive(shims[0].pid), "the shim died with containerd");
-    let pids = ctx.pids(&id)?;
-    ensure!(pids == vec![task.pid], "`ctr task ps` shows {pids:?}");
-    let rm = ctx.kill_and_remove(&id)?;
-    ensure!(rm.all().contains("137"), "{}", rm.describe());
     Ok(())
 }
 

@@ -50,6 +50,18 @@ impl Dockerd {
         containerd: Containerd,
         image_store: bool,
     ) -> Result<Dockerd> {
+        let features = serde_json::json!({ "features": { "containerd-snapshotter": image_store } });
+        Self::start_with(version, name, containerd, features)
+    }
+
+    /// [`Dockerd::start`] with `extra`'s keys added to daemon.json (the
+    /// runtimes are always barge's).
+    pub fn start_with(
+        version: &str,
+        name: &str,
+        containerd: Containerd,
+        extra: serde_json::Value,
+    ) -> Result<Dockerd> {
         let prefix = installed(&format!("docker-{version}"), "dockerd")?;
         let bin = prefix.join("bin/dockerd");
         let dirs = Dirs::new(name);
@@ -63,7 +75,7 @@ impl Dockerd {
         std::os::unix::fs::symlink(&containerd.shim, &offpath_shim)?;
         let oci_toml = dirs.run.join("barge-oci.toml");
         std::fs::write(&oci_toml, "executor = \"oci-binary\"\n")?;
-        let daemon_json = serde_json::json!({
+        let mut daemon_json = serde_json::json!({
             "runtimes": {
                 RUNTIME_ABS: { "runtimeType": offpath_shim },
                 RUNTIME_OCI: {
@@ -71,8 +83,10 @@ impl Dockerd {
                     "options": { "ConfigPath": oci_toml },
                 },
             },
-            "features": { "containerd-snapshotter": image_store },
         });
+        if let (Some(json), Some(extra)) = (daemon_json.as_object_mut(), extra.as_object()) {
+            json.extend(extra.clone());
+        }
         let config_file = dirs.run.join("daemon.json");
         std::fs::write(&config_file, serde_json::to_vec_pretty(&daemon_json)?)?;
         let sock = dirs.run.join("docker.sock");
@@ -206,13 +220,7 @@ impl Dockerd {
     /// The ids of all containers dockerd knows, running or not.
     pub fn all_containers(&self) -> Result<Vec<String>> {
         let out = self.docker().args(["ps", "-aq", "--no-trunc"]).ok()?;
-        Ok(out
-            .stdout
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect())
+        Ok(crate::cmd::nonempty_lines(&out.stdout))
     }
 
     /// Removes every container, best effort.

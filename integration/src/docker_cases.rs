@@ -292,6 +292,8 @@ pub fn cases() -> Vec<DockerCase> {
     .chain(crate::wasm_cases::docker_cases())
     .chain(crate::docker_exec_cases::cases())
     .chain(crate::docker_resource_cases::cases())
+    .chain(crate::security_cases::docker_cases())
+    .chain(crate::output_cases::docker_cases())
     .collect()
 }
 

@@ -79,6 +79,21 @@ fn runtime_info(ctx: &CtrCtx) -> Result<()> {
     Ok(())
 }
 
+/// The features document `-info` gives for the pass's options (through
+/// containerd on 2.x, straight from the shim on 1.x), and runc-v2's on 2.x
+/// (`None` on 1.x, which cannot ask it).
+pub fn features(ctx: &CtrCtx) -> Result<(Option<Value>, Option<Option<Value>>)> {
+    let (major, _) = version(&ctx.cd.version);
+    if major >= 2 {
+        Ok((
+            inspect(ctx, Some(RUNTIME))?.features,
+            Some(inspect(ctx, None)?.features),
+        ))
+    } else {
+        Ok((direct(ctx)?.features, None))
+    }
+}
+
 /// `ctr plugins inspect-runtime`: containerd runs `-info` with the pass's
 /// options and decodes the answer (the features through its typeurl
 /// registry). `None` is the default runtime, runc-v2, without options.
@@ -231,7 +246,7 @@ fn check_libcontainer(doc: &Value) -> Result<()> {
 }
 
 /// `major.minor` of a containerd version such as `2.3`.
-fn version(v: &str) -> (u32, u32) {
+pub(crate) fn version(v: &str) -> (u32, u32) {
     let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -92,6 +92,12 @@ fn open_pty(size: Size) -> Result<(File, File)> {
 #[derive(Default)]
 struct Shared {
     out: Mutex<Vec<u8>>,
+    /// Bytes read from the pty so far.
+    count: AtomicU64,
+    /// Count what is read, and keep none of it.
+    count_only: bool,
+    /// The reader leaves the pty unread while this is set.
+    paused: AtomicBool,
     /// The reader saw the end: every descriptor of the slave is closed.
     eof: AtomicBool,
     stop: AtomicBool,
@@ -103,6 +109,10 @@ struct Shared {
 fn read_loop(master: Arc<File>, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 1 << 16];
     while !shared.stop.load(Ordering::SeqCst) {
+        if shared.paused.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         let mut pfd = libc::pollfd {
             fd: master.as_raw_fd(),
             events: libc::POLLIN,
@@ -121,7 +131,12 @@ fn read_loop(master: Arc<File>, shared: Arc<Shared>) {
         }
         match (&*master).read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => shared.out.lock().unwrap().extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                shared.count.fetch_add(n as u64, Ordering::SeqCst);
+                if !shared.count_only {
+                    shared.out.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // EIO: the last slave descriptor was closed.
             Err(_) => break,
@@ -159,6 +174,16 @@ impl Pty {
     /// of `size`; the pty is its stdin, stdout and stderr. The command's own
     /// timeout (and the case deadline) bounds [`Pty::wait`].
     pub fn spawn(cmd: Cmd, size: Size) -> Result<Pty> {
+        Self::spawn_with(cmd, size, false)
+    }
+
+    /// As [`Pty::spawn`], for a command that prints more than a case keeps:
+    /// what the pty shows is counted ([`Pty::bytes`]), not kept.
+    pub fn spawn_counting(cmd: Cmd, size: Size) -> Result<Pty> {
+        Self::spawn_with(cmd, size, true)
+    }
+
+    fn spawn_with(cmd: Cmd, size: Size, count_only: bool) -> Result<Pty> {
         let cmdline = cmd.cmdline();
         let (master, slave) = open_pty(size)?;
         let mut c = cmd.command();
@@ -183,7 +208,10 @@ impl Pty {
         // once the command's session has closed the last one.
         drop(c);
         let master = Arc::new(master);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            count_only,
+            ..Shared::default()
+        });
         let reader = {
             let (m, s) = (master.clone(), shared.clone());
             std::thread::spawn(move || read_loop(m, s))
@@ -209,6 +237,17 @@ impl Pty {
     /// Changes the window size; the kernel sends SIGWINCH to the command.
     pub fn resize(&self, size: Size) -> Result<()> {
         set_size(&self.master, size)
+    }
+
+    /// Stops reading what the command prints (`true`), as a terminal that
+    /// is not read, or reads again (`false`).
+    pub fn pause_reading(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// How many bytes the pty has shown so far.
+    pub fn bytes(&self) -> u64 {
+        self.shared.count.load(Ordering::SeqCst)
     }
 
     /// Everything the pty has shown so far.

@@ -78,13 +78,19 @@ pub fn fd_count(pid: u32) -> Result<usize> {
 
 /// A process's resident memory (`VmRSS` of /proc/<pid>/status), in KiB.
 pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A size in KiB from /proc/<pid>/status: `VmRSS`, `VmHWM` (the peak
+/// resident memory), `RssAnon` (what is resident and not a file's).
+pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in {path}"))
+        .with_context(|| format!("no {field} in {path}"))
 }
 
 /// A process's open descriptors and resident memory.

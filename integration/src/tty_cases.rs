@@ -152,7 +152,7 @@ impl Side {
     }
 
     /// A container or exec id for this side (recorded for the leak check).
-    fn id(self, ctx: &CtrCtx, what: &str) -> String {
+    pub fn id(self, ctx: &CtrCtx, what: &str) -> String {
         let tag: Vec<&str> = [self.tag(), what]
             .into_iter()
             .filter(|s| !s.is_empty())
@@ -161,7 +161,7 @@ impl Side {
     }
 
     /// A `ctr run` of busybox on this side.
-    fn run<'a>(self, ctx: &'a CtrCtx<'a>, id: &str) -> Run<'a> {
+    pub fn run<'a>(self, ctx: &'a CtrCtx<'a>, id: &str) -> Run<'a> {
         match self {
             Side::Runc => ctx.run(id).runc(),
             Side::Barge => ctx.run(id),

@@ -92,7 +92,7 @@ fn import(ctx: &CtrCtx, image: &str, tar: &str) -> Result<()> {
 
 /// A `ctr run --rm` of the hello image under barge, with no options but
 /// the pass's private cache.
-fn hello<'a>(ctx: &'a CtrCtx<'a>, id: &str) -> Result<crate::ctr::Run<'a>> {
+pub(crate) fn hello<'a>(ctx: &'a CtrCtx<'a>, id: &str) -> Result<crate::ctr::Run<'a>> {
     import(ctx, HELLO, "wasm-hello.tar")?;
     Ok(ctx.run(id).image(HELLO))
 }
@@ -260,6 +260,7 @@ pub fn ctr_cases() -> Vec<CtrCase> {
                 run: Box::new(f),
             }),
     );
+    v.extend(crate::security_cases::wasm_ctr_cases());
     v
 }
 
@@ -1081,7 +1082,7 @@ fn docker_stop(ctx: &DockerCtx) -> Result<()> {
 // terminal case takes its line ends and echo from runc-v2.
 
 /// The exec cases, for the wasm pass's `ctr_cases`.
-fn exec_cases() -> [Case; 10] {
+fn exec_cases() -> [Case; 11] {
     [
         ("wasm-exec-module", exec_module),
         ("wasm-exec-api-env", exec_api_env),
@@ -1093,6 +1094,7 @@ fn exec_cases() -> [Case; 10] {
         ("wasm-exec-ps-kill", exec_ps_kill),
         ("wasm-exec-native", exec_native),
         ("wasm-exec-native-bind-mount", exec_native_bind_mount),
+        ("wasm-exe-read-only", exe_read_only),
     ]
 }
 
@@ -1722,6 +1724,81 @@ fn exec_native(ctx: &CtrCtx) -> Result<()> {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     native_execs(&t, "/native/busybox", "/native/script.sh")?;
     t.remove()
+}
+
+/// Copies busybox into the container and runs the exe attacker of
+/// [`crate::exe_cases`] against its pid 1, the Wasm init.
+fn attack_init(t: &Target) -> Result<Output> {
+    let root = PathBuf::from(format!("/proc/{}/root", t.init.pid));
+    std::fs::create_dir(root.join("native"))?;
+    std::fs::copy("/bin/busybox", root.join("native/busybox"))?;
+    let attacker = crate::exe_cases::ATTACKER;
+    t.exec(
+        "attacker",
+        &[],
+        &["/native/busybox", "sh", "-c", attacker, "sh", "1"],
+    )
+    .ok()
+}
+
+/// The Wasm init runs the shim's image and never execs: it runs it from
+/// the server's read-only clone, and is not dumpable, so a native exec in
+/// its container can neither read its exe link nor open it; the exec's own
+/// exe is its program. Nothing writes the shim's binary.
+fn exe_read_only(ctx: &CtrCtx) -> Result<()> {
+    use crate::exe_cases::{self, Binary};
+    let shim = Binary::shim()?;
+    let t = Target::start(ctx, "", &[], IDLE_INIT)?;
+    ensure!(
+        shim.runs_in(t.init.pid),
+        "the Wasm init does not run the shim's image"
+    );
+    exe_cases::runs_read_only(t.init.pid)?;
+    let out = attack_init(&t)?;
+    exe_cases::writes_refused(&out.stdout, false)?;
+    ensure!(
+        out.stdout.contains("link: \n"),
+        "the init's exe link is readable: {}",
+        out.describe()
+    );
+    t.expect(
+        "self",
+        &["/native/busybox", "readlink", "/proc/self/exe"],
+        "/native/busybox\n",
+        0,
+    )?;
+    let pids = ctx.pids(&t.side.id)?;
+    ensure!(
+        exe_cases::shim_images_read_only(&shim, &pids)? >= 1,
+        "no process of the container runs the shim's image: {pids:?}"
+    );
+    t.still_running()?;
+    t.remove()?;
+    // With CAP_SYS_PTRACE the exec may open the init's exe: it is the
+    // read-only clone, and no open writes it, also through the descriptor.
+    let t = Target::start(ctx, "ptrace", &["--cap-add", "CAP_SYS_PTRACE"], IDLE_INIT)?;
+    let out = attack_init(&t)?;
+    exe_cases::writes_refused(&out.stdout, true)?;
+    // What it may also read, the init's environ, holds nothing of the
+    // shim's (which has containerd's TTRPC_ADDRESS, and the host's).
+    t.expect(
+        "environ",
+        &[
+            "/native/busybox",
+            "sh",
+            "-c",
+            "/native/busybox tr -d '\\0' </proc/1/environ | /native/busybox wc -c",
+        ],
+        "0\n",
+        0,
+    )?;
+    ensure!(
+        out.stdout.contains("link: /\n"),
+        "the init's exe link shows a path: {}",
+        out.describe()
+    );
+    t.remove()?;
+    shim.unchanged()
 }
 
 /// The same, with busybox and the script bind-mounted in from the host

@@ -21,10 +21,14 @@ use barge_integration::containerd::{shim_binary, Containerd};
 use barge_integration::cri::{self, CriContainerd, CriImages, Registry};
 use barge_integration::critest;
 use barge_integration::ctr::{CtrCtx, Executor};
+use barge_integration::ctr_cases::CtrCase;
 use barge_integration::docker::Dockerd;
 use barge_integration::docker_cases::DockerCtx;
 use barge_integration::runner::{self, env_list, Runner};
-use barge_integration::{ctr_cases, docker_cases, pod_cases, sys, wasm_cases};
+use barge_integration::{
+    ctr_cases, docker_cases, fault_cases, output_cases, pod_cases, security_cases, soak, sys,
+    wasm_cases,
+};
 
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Held for the whole run; outside the directories that teardown removes.
@@ -81,21 +85,35 @@ fn run(r: &mut Runner) -> i32 {
 
     let busybox_cases = ctr_cases::cases();
     let wasm_ctr_cases = wasm_cases::ctr_cases();
-    let ctr_cases_for = |e: Executor| match e {
-        Executor::Wasm => &wasm_ctr_cases,
-        _ => &busybox_cases,
+    // The native pass on containerd 1.7 and later also puts the shim
+    // through the faults of fault_cases.rs.
+    let native_faults = fault_cases::native_cases();
+    // And the output cases of output_cases.rs (nothing lost, floods), which
+    // move a lot of data.
+    let native_output = output_cases::cases();
+    let ctr_cases_for = |e: Executor, version: &str| -> Vec<&CtrCase> {
+        let mut cases: Vec<&CtrCase> = match e {
+            Executor::Wasm => wasm_ctr_cases.iter().collect(),
+            _ => busybox_cases.iter().collect(),
+        };
+        if e == Executor::Native && version != "1.6" {
+            cases.extend(&native_faults);
+            cases.extend(&native_output);
+        }
+        cases
     };
     for version in env_list("BARGE_IT_CONTAINERD", "1.6,1.7,2.1,2.3") {
         let prefix = format!("c{version}");
-        let names: Vec<String> = executors
+        let mut names: Vec<String> = executors
             .iter()
             .flat_map(|e| {
                 let prefix = &prefix;
-                ctr_cases_for(*e)
-                    .iter()
+                ctr_cases_for(*e, &version)
+                    .into_iter()
                     .map(move |c| format!("{prefix}/{}/{}", e.name(), c.name))
             })
             .collect();
+        names.extend(soak::suite_case(&version));
         if !r.any_selected(names.iter().map(String::as_str)) || runner::interrupted() {
             continue;
         }
@@ -109,7 +127,7 @@ fn run(r: &mut Runner) -> i32 {
         };
         for &executor in &executors {
             let pass = format!("{prefix}/{}", executor.name());
-            let ctr_cases = ctr_cases_for(executor);
+            let ctr_cases = ctr_cases_for(executor, &version);
             if !r.any_selected(
                 ctr_cases
                     .iter()
@@ -139,6 +157,16 @@ fn run(r: &mut Runner) -> i32 {
                     || ctx.check_leaks(),
                 );
             }
+        }
+        // The short soak (issue 11): its own namespace; it checks its
+        // leaks itself and removes what it finds.
+        if let Some(name) = soak::suite_case(&version) {
+            r.run(
+                &name,
+                soak::SUITE_TIMEOUT,
+                || soak::short_case(&cd),
+                || cd.check_running(),
+            );
         }
         drop(cd);
     }
@@ -222,6 +250,13 @@ fn run(r: &mut Runner) -> i32 {
             drop(d);
         }
     }
+    if env_list("BARGE_IT_DOCKER", "26,28")
+        .iter()
+        .any(|v| v == security_cases::USERNS_REMAP_DOCKER)
+    {
+        let cversion = containerd_for_docker(security_cases::USERNS_REMAP_DOCKER);
+        security_cases::run_docker_userns_remap(r, &shim, &executors, cversion);
+    }
     run_cri(r, &shim, &env_list("BARGE_IT_CRI", "1.7,2.1,2.3"));
     r.finish()
 }
@@ -236,6 +271,7 @@ fn cri_case_names(version: &str) -> Vec<String> {
     names.extend(
         pod_cases::cases(&cri::handlers(version))
             .iter()
+            .chain(&security_cases::pod_cases(version))
             .map(|c| format!("{prefix}/{}", c.name)),
     );
     for h in cri::handlers(version) {
@@ -299,7 +335,10 @@ fn run_cri(r: &mut Runner, shim: &std::path::Path, versions: &[String]) {
             },
             || c.check_leaks(),
         );
-        for case in pod_cases::cases(&cri.handlers) {
+        for case in pod_cases::cases(&cri.handlers)
+            .into_iter()
+            .chain(security_cases::pod_cases(version))
+        {
             r.run(
                 &format!("{prefix}/{}", case.name),
                 case.timeout,

@@ -205,6 +205,34 @@ fn bootstrap_handshake_serves_v3_and_v2_then_shuts_down() {
         other => panic!("Checkpoint must answer UNIMPLEMENTED, got {other:?}"),
     }
 
+    // The server re-executed itself from a read-only, detached clone of
+    // the binary: its exe link shows no path, no open writes it, and its
+    // command line is containerd's flags without the action.
+    let exe = format!("/proc/{}/exe", v3.shim_pid);
+    assert_eq!(std::fs::read_link(&exe).unwrap(), PathBuf::from("/"));
+    let vfs = nix::sys::statvfs::statvfs(exe.as_str()).unwrap();
+    assert!(vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&exe);
+    assert_eq!(
+        write.map(|_| ()).unwrap_err().raw_os_error(),
+        Some(libc::EROFS),
+        "a truncating open of the server's binary"
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", v3.shim_pid)).unwrap();
+    let argv: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    assert!(
+        argv.contains(&&b"-id"[..]) && !argv.contains(&&b"start"[..]),
+        "{argv:?}"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", v3.shim_pid)).unwrap();
+    assert_eq!(comm.trim(), "containerd-shim");
+
     let shim_pid = v3.shim_pid as i32;
     block_on(async {
         let client = TaskClient::new(Client::connect(&address).await.unwrap());
@@ -297,6 +325,37 @@ fn version_and_bad_flags() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("-frobnicate"));
+}
+
+#[test]
+fn serve_without_start_is_refused() {
+    // No action is the server, which only `start` may run: by hand it is
+    // refused, and a listener that is not one is named.
+    let out = Command::new(SHIM)
+        .args(["-namespace", "ns", "-id", "x"])
+        .env_remove("BARGE_SHIM_LISTENER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("started by containerd through `start`"),
+        "{err}"
+    );
+    for (value, says) in [
+        ("x", "not a descriptor number"),
+        ("1", "not a descriptor number"),
+        ("77", "not a listening socket"),
+    ] {
+        let out = Command::new(SHIM)
+            .args(["-namespace", "ns", "-id", "x"])
+            .env("BARGE_SHIM_LISTENER", value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{value}: {err}");
+    }
 }
 
 #[test]

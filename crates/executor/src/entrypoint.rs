@@ -2,8 +2,10 @@
 //! kernel would find it after pivot_root: PATH lookup, symlinks resolved
 //! against the rootfs, then a look at the first bytes.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use crate::Spec;
 
@@ -92,23 +94,27 @@ pub fn find(bundle: &Path, spec: &Spec) -> Result<Entrypoint, String> {
 }
 
 /// Resolves `path` (as the container sees it) to a host path, following
-/// symlinks without ever leaving `rootfs`.
+/// symlinks without ever leaving `rootfs`. As in the kernel, only a
+/// directory can have something below it: `file/..`, `file/.` and `file/`
+/// resolve to nothing (ENOTDIR).
 fn resolve(rootfs: &Path, path: &Path) -> Option<PathBuf> {
-    let mut pending: Vec<PathBuf> = path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(PathBuf::from(n)),
-            Component::ParentDir => Some(PathBuf::from("..")),
-            _ => None,
-        })
-        .collect();
+    let mut pending: Vec<OsString> = Vec::new();
+    push_parts(&mut pending, path.as_os_str());
     let mut resolved = PathBuf::new();
+    // Whether `resolved` is a directory: the root is.
+    let mut is_dir = true;
     let mut links = 0;
     while let Some(part) = pending.pop() {
-        if part.as_os_str() == ".." {
-            resolved.pop();
-            continue;
+        if !is_dir {
+            return None;
+        }
+        match part.as_bytes() {
+            b"" | b"." => continue,
+            b".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
         }
         let candidate = resolved.join(&part);
         let host = rootfs.join(&candidate);
@@ -122,19 +128,27 @@ fn resolve(rootfs: &Path, path: &Path) -> Option<PathBuf> {
                 if target.is_absolute() {
                     resolved = PathBuf::new();
                 }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(n) => pending.push(PathBuf::from(n)),
-                        Component::ParentDir => pending.push(PathBuf::from("..")),
-                        _ => {}
-                    }
-                }
+                push_parts(&mut pending, target.as_os_str());
             }
-            Ok(_) => resolved = candidate,
+            Ok(m) => {
+                resolved = candidate;
+                is_dir = m.is_dir();
+            }
             Err(_) => return None,
         }
     }
     Some(rootfs.join(resolved))
+}
+
+/// Pushes the `/`-separated parts of `path` onto `pending`, last first,
+/// keeping the empty and `.` parts (each asks for a directory).
+fn push_parts(pending: &mut Vec<OsString>, path: &OsStr) {
+    pending.extend(
+        path.as_bytes()
+            .split(|b| *b == b'/')
+            .rev()
+            .map(|p| OsStr::from_bytes(p).to_os_string()),
+    );
 }
 
 fn sniff(path: &Path) -> Kind {
@@ -234,6 +248,42 @@ mod tests {
         );
         let err = find(b.path(), &spec(&["/no/such"], &[])).unwrap_err();
         assert!(err.contains("/no/such"), "{err}");
+    }
+
+    /// Found by the `entrypoint` fuzz target, which compares with the
+    /// kernel's own lookup (openat2 with RESOLVE_IN_ROOT): `busybox/..`
+    /// resolved as if busybox were a directory, where exec fails with
+    /// ENOTDIR.
+    #[test]
+    fn nothing_is_below_a_file() {
+        let b = tempfile::tempdir().unwrap();
+        let r = b.path().join("rootfs");
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::write(r.join("bin/busybox"), b"\x7fELF\x02\x01").unwrap();
+        symlink("busybox/", r.join("bin/slash")).unwrap();
+        symlink("busybox", r.join("bin/sh")).unwrap();
+        for gone in [
+            "/bin/busybox/../busybox",
+            "/bin/busybox/",
+            "/bin/busybox/.",
+            "/bin/sh/",
+            "/bin/slash",
+        ] {
+            assert!(find(b.path(), &spec(&[gone], &[])).is_err(), "{gone}");
+        }
+        for found in [
+            "/bin//busybox",
+            "/bin/./sh",
+            "/bin/../bin/sh",
+            "bin/busybox",
+        ] {
+            let e = find(b.path(), &spec(&[found], &[])).unwrap();
+            assert_eq!(
+                (e.kind, e.host_path),
+                (Kind::Elf, r.join("bin/busybox")),
+                "{found}"
+            );
+        }
     }
 
     #[test]

@@ -49,6 +49,19 @@ fn state_root(namespace: &str) -> Result<PathBuf> {
     Ok(barge_executor::state_dir(Path::new(STATE_ROOT), namespace))
 }
 
+/// Makes `dir` (and what is missing above it) private to root, as runc
+/// keeps its root: libcontainer writes the state there world-readable.
+/// An existing `dir` from an older barge is made private too.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(Error::io(format!("create {}", dir.display())))
+}
+
 fn runtime_error(what: &str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> Error + '_ {
     move |e| Error::Runtime(format!("{what}: {e}"))
 }
@@ -150,7 +163,7 @@ where
         )));
     }
     let root = state_root(ctx.namespace)?;
-    std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+    create_private_dir(&root)?;
     write_libcontainer_config(&ctx)?;
     let stdio = ctx.stdio;
     let stdin = stdio.stdin.map_or_else(dev_null, Ok)?;
@@ -213,6 +226,15 @@ where
         systemd: ctx.options.systemd_cgroup,
         exec_workload,
         seccomp: ctx.spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        user_ns: ctx
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+            }),
     }))
 }
 
@@ -272,8 +294,25 @@ fn restore_oom_score_adj(value: Option<String>) {
 pub struct Exec;
 
 impl LcWorkload for Exec {
+    /// execvp, as libcontainer's default executor does, but a failure
+    /// names the program and the errno, as runc does ("exec /x: no such
+    /// file or directory"), where libcontainer's says only "failed to
+    /// execute workload".
     fn exec(&self, spec: &Spec) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
-        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+        use libcontainer::workload::ExecutorError as E;
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .filter(|a| !a.is_empty())
+            .ok_or(E::InvalidArg)?;
+        let argv = args
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_bytes()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| E::Other(format!("an argument of {:?} holds a NUL byte", args[0])))?;
+        let Err(errno) = nix::unistd::execvp(&argv[0], &argv);
+        Err(E::Other(format!("exec {}: {}", args[0], errno.desc())))
     }
 
     /// Runs in the new process, inside the container, just before `exec`:
@@ -463,6 +502,8 @@ struct NativeContainer {
     exec_workload: ExecWorkload,
     /// The container's seccomp profile, which its execs get too.
     seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// Whether the container has a user namespace of its own.
+    user_ns: bool,
 }
 
 impl Container for NativeContainer {
@@ -530,6 +571,15 @@ impl Container for NativeContainer {
 
     fn exec(&mut self, ctx: ExecContext<'_>) -> Result<u32> {
         let id = self.lc.id().to_string();
+        if self.user_ns {
+            // libcontainer 0.7's tenant builder joins every namespace of the
+            // init but its user namespace: the exec would run as the host's
+            // uid 0 in the host's user namespace.
+            return Err(Error::FailedPrecondition(format!(
+                "container {id}: exec {}: the native executor cannot exec into a container with a user namespace (libcontainer 0.7 would not join it, and the process would run as the host's root); use the oci-binary executor",
+                ctx.exec_id
+            )));
+        }
         let mut workload = (self.exec_workload)(&ctx, self.pid)?;
         let (process, seccomp) = confine(ctx.process, self.seccomp.as_ref());
         workload.seccomp = seccomp;
@@ -640,5 +690,31 @@ fn exec_error(
                 "exec {exec_id} ({arg0:?}) in container {id}: {inner}"
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn state_dirs_are_private_to_root() {
+        let base =
+            std::env::temp_dir().join(format!("barge-native-private-{}", std::process::id()));
+        let dir = base.join("native/ns");
+        create_private_dir(&dir).unwrap();
+        for d in [&base, &base.join("native"), &dir] {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+        }
+        // One that an older barge made open to all is closed again.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -47,6 +47,7 @@ pub fn run(flags: &Flags, executors: &Executors) -> Result<()> {
     state::remove(&bundle);
     remove_dead_socket(&bundle);
     let response = DeleteResponse {
+        pid: saved.as_ref().map_or(0, |s| s.pid),
         exit_status: 128 + libc::SIGKILL as u32,
         exited_at: MessageField::some(timestamp(SystemTime::now())),
         ..Default::default()

@@ -259,6 +259,7 @@ async fn copy_output(
         }
     }
     let _ = sink.flush().await;
+    stdio::until_read(|| sink.unread(), "terminal output").await;
     done.send_replace(true);
 }
 

@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_uint, c_void, CStr};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -433,43 +432,7 @@ const SECCOMP_ARCHS: &[(Arch, &str)] = &[
 /// at `/` (open_tree with OPEN_TREE_CLONE, as libcontainer's bind mounts
 /// do): it is no mount anyone sees, and it goes with its descriptor.
 fn recursive_mount_attrs() -> bool {
-    // SAFETY: open_tree(2) reads the NUL-terminated path and returns a new
-    // descriptor or -1; nothing else is touched.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c"/".as_ptr(),
-            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC,
-        )
-    };
-    let Ok(fd) = i32::try_from(fd) else {
-        return false;
-    };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: open_tree just returned this descriptor, and nothing else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr(2) reads `size` bytes at `&attr`, which lives
-    // across the call, and the empty NUL-terminated path.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as c_uint,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    rc == 0
+    crate::mount::detached_clone(c"/", libc::MOUNT_ATTR_RDONLY, true).is_ok()
 }
 
 /// AppArmor as libcontainer checks for it before it applies a profile.

@@ -10,6 +10,7 @@ mod cleanup;
 mod console;
 mod error;
 mod events;
+mod exe;
 mod idle;
 mod info;
 mod logbinary;
@@ -68,21 +69,13 @@ pub fn main(executors: impl FnOnce() -> Executors) -> i32 {
             Ok(())
         }
         Action::Start => start::run(&flags, |params, listener| {
-            logger::init(params.debug);
-            let socket = start::socket_path_of(&listener);
-            match server::serve(&flags, &params.ttrpc_address, socket, listener, executors()) {
-                Ok(()) => 0,
-                Err(e) => {
-                    log::error!("shim server: {e}");
-                    1
-                }
-            }
+            serve(&flags, params, listener, executors)
         }),
         Action::Delete => cleanup::run(&flags, &executors()),
         Action::Info => info::run(),
-        Action::Serve => Err(Error::InvalidArgument(
-            "the shim server is started by containerd through `start`".into(),
-        )),
+        Action::Serve => start::inherited(&flags).map(|(params, listener)| {
+            std::process::exit(serve(&flags, params, listener, executors))
+        }),
     };
     match result {
         Ok(()) => 0,
@@ -91,4 +84,39 @@ pub fn main(executors: impl FnOnce() -> Executors) -> i32 {
             1
         }
     }
+}
+
+/// Serves the Task API on `listener` until the server shuts down; the exit
+/// code of the server process.
+fn serve(
+    flags: &Flags,
+    params: start::StartParams,
+    listener: std::os::fd::OwnedFd,
+    executors: impl FnOnce() -> Executors,
+) -> i32 {
+    logger::init(params.debug);
+    if let Some(why) = exe::unprotected() {
+        log::warn!("the shim server runs from its writable binary: {why}");
+    }
+    let socket = start::socket_path_of(&listener);
+    match server::serve(flags, &params.ttrpc_address, socket, listener, executors()) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("shim server: {e}");
+            1
+        }
+    }
+}
+
+/// The decoders of what the shim receives, for the fuzz targets in `fuzz/`;
+/// not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::args::parse as parse_args;
+    pub use crate::mount::parse_options as parse_mount_options;
+    pub use crate::options::{decode as decode_options, is_options_type};
+    pub use crate::sandbox::PodConfig;
+    pub use crate::spec::{check_id, group_id, has_own_pid_namespace, load as load_spec};
+    pub use crate::start::{read_params, Reply, StartParams};
+    pub use crate::wire::{bytes_field, fields, varint, Value};
 }

@@ -7,8 +7,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
 
-/// Splits mount(8)-style options into flags and the data string.
-fn parse_options(options: &[String]) -> (MsFlags, bool, String) {
+/// Splits mount(8)-style options into flags and the data string, with the
+/// flags containerd's own mount code knows; anything else is the
+/// filesystem's data, in order (`defaults` is dropped).
+pub fn parse_options(options: &[String]) -> (MsFlags, bool, String) {
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
     let mut recursive_bind = false;
@@ -28,10 +30,20 @@ fn parse_options(options: &[String]) -> (MsFlags, bool, String) {
             "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
             "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
             "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
             "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
             "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" | "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
             other => {
                 data.push(other.to_string());
                 (MsFlags::empty(), MsFlags::empty())
@@ -106,6 +118,60 @@ pub fn unmount_all(target: &Path) -> Result<()> {
     }
 }
 
+/// A copy of the mount at `path` (a bind of just that file or directory,
+/// or with `recursive` the mounts below it too) that is attached nowhere,
+/// with `attrs` (`MOUNT_ATTR_*`) set: open_tree with OPEN_TREE_CLONE, then
+/// mount_setattr. Nobody sees it, and it goes with its last reference.
+pub fn detached_clone(
+    path: &std::ffi::CStr,
+    attrs: u64,
+    recursive: bool,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (clone_flags, at_flags) = if recursive {
+        (libc::AT_RECURSIVE as libc::c_uint, libc::AT_RECURSIVE)
+    } else {
+        (0, 0)
+    };
+    // SAFETY: open_tree takes a NUL-terminated path and flags, and returns
+    // a new descriptor or -1; nothing is borrowed past the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | clone_flags,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) };
+    let attr = libc::mount_attr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (of the size given) during the
+    // call; the empty path with AT_EMPTY_PATH names the descriptor itself.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | at_flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(tree)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +188,27 @@ mod tests {
         let (flags, rec, _) = parse_options(&["rbind".to_string(), "rw".to_string()]);
         assert!(rec && flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC));
         assert!(!flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    /// Found by the `mount` fuzz target, which compares with containerd's
+    /// flag table: `atime`, `diratime`, `dirsync`, `mand`, `remount` and the
+    /// other flags barge did not know went to the filesystem as data (where
+    /// overlay refuses them), and `async` did not undo `sync`.
+    #[test]
+    fn every_flag_containerd_knows_is_a_flag() {
+        let o = |s: &str| -> Vec<String> { s.split(',').map(String::from).collect() };
+        let (flags, _, data) = parse_options(&o(
+            "noatime,atime,nodiratime,dirsync,mand,nomand,remount,index=off",
+        ));
+        assert_eq!(
+            flags,
+            MsFlags::MS_NODIRATIME | MsFlags::MS_DIRSYNC | MsFlags::MS_REMOUNT
+        );
+        assert_eq!(data, "index=off");
+        let (flags, _, data) = parse_options(&o(
+            "sync,relatime,strictatime,async,norelatime,nostrictatime,diratime",
+        ));
+        assert_eq!((flags, data.as_str()), (MsFlags::empty(), ""));
     }
 
     #[test]

@@ -61,11 +61,45 @@ pub fn decode(any: Option<&Any>) -> Result<Options> {
         }
     }
     if body.is_empty() && !path.is_empty() {
-        body = std::fs::read_to_string(&path).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read barge runtime config {path}: {e}"))
-        })?;
+        body = read_config(&path)?;
     }
     Ok(Options::from_toml(&body)?)
+}
+
+/// The most a runtime config file may hold.
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// Reads the file `config_path` names: a regular file of at most
+/// [`MAX_CONFIG`] bytes. A fifo (which would block the shim's one thread
+/// until a writer came) or a device (`/dev/zero`, which never ends) is
+/// refused.
+fn read_config(path: &str) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| {
+        Error::InvalidArgument(format!("cannot read barge runtime config {path}: {e}"))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "barge runtime config {path} is not a regular file"
+        )));
+    }
+    let mut body = String::new();
+    file.take(MAX_CONFIG + 1)
+        .read_to_string(&mut body)
+        .map_err(cannot)?;
+    if body.len() as u64 > MAX_CONFIG {
+        return Err(Error::InvalidArgument(format!(
+            "barge runtime config {path} is larger than {} KiB",
+            MAX_CONFIG >> 10
+        )));
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -128,6 +162,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("malformed"), "{err}");
+    }
+
+    /// Found by the `options` fuzz target: a `config_path` naming a fifo
+    /// hung the shim in open(2), and one naming /dev/zero grew its heap
+    /// without end.
+    #[test]
+    fn config_path_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, format!("# {}\n", "x".repeat(1 << 20))).unwrap();
+        let paths = [fifo, "/dev/zero".into(), dir.path().to_path_buf(), big];
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for p in paths {
+                let err = decode(Some(&any(field(2, p.to_str().unwrap()))))
+                    .unwrap_err()
+                    .to_string();
+                tx.send((p, err)).unwrap();
+            }
+        });
+        for want in [
+            "not a regular file",
+            "not a regular file",
+            "not a regular file",
+            "larger than 1024 KiB",
+        ] {
+            let (p, err) = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("decode returns");
+            assert!(
+                err.contains(want) && err.contains(p.to_str().unwrap()),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ const DEFAULT_SOCKET_DIR: &str = "/run/containerd/s";
 /// sun_path holds 108 bytes; containerd keeps two of them spare.
 const MAX_SOCKET_PATH: usize = 106;
 /// containerd caps what it writes to a shim's stdin at 10 MiB.
-const MAX_STDIN: u64 = 10 << 20;
+pub const MAX_STDIN: u64 = 10 << 20;
 
 /// The reply format containerd expects from `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +200,8 @@ pub fn socket_path_of(listener: &OwnedFd) -> PathBuf {
 /// Runs the `start` action. `serve` is called in a forked child that owns the
 /// listener; the parent prints the address and returns.
 pub fn run(flags: &Flags, serve: impl FnOnce(StartParams, OwnedFd) -> i32) -> Result<()> {
-    let params = read_params(flags, &read_stdin()?)?;
+    let input = read_stdin()?;
+    let params = read_params(flags, &input)?;
     let bundle = std::env::current_dir().map_err(Error::io("current directory"))?;
     let group = spec::group_id(&bundle, &flags.id);
     let path = socket_path(&params.socket_dir, &flags.address, &flags.namespace, &group)?;
@@ -211,7 +212,7 @@ pub fn run(flags: &Flags, serve: impl FnOnce(StartParams, OwnedFd) -> i32) -> Re
                 let _ = std::fs::remove_file(&path);
                 return Err(e);
             }
-            spawn_server(params.clone(), listener, serve)?;
+            spawn_server(flags, params.clone(), &input, listener, serve)?;
             address
         }
     };
@@ -238,8 +239,13 @@ fn prepare_server(given: Option<&Any>) -> Result<()> {
 /// Forks the long-running server. The `start` process has only one thread,
 /// so the child may go on running Rust code; it detaches from containerd's
 /// pipes so that containerd's read of our reply ends when the parent exits.
+/// The child re-executes itself from a read-only view of the binary (see
+/// [`crate::exe`]); where that cannot be made, it serves as it is, and its
+/// log says why.
 fn spawn_server(
+    flags: &Flags,
     params: StartParams,
+    input: &[u8],
     listener: OwnedFd,
     serve: impl FnOnce(StartParams, OwnedFd) -> i32,
 ) -> Result<()> {
@@ -257,8 +263,17 @@ fn spawn_server(
                     .write(true)
                     .open("/dev/null")
                     .map_err(Error::io("open /dev/null"))?;
-                for fd in 0..3 {
+                for fd in 1..3 {
                     nix::unistd::dup2(null.as_raw_fd(), fd)?;
+                }
+                let unprotected = if crate::exe::runs_read_only() {
+                    None
+                } else {
+                    Some(crate::exe::exec_server(flags, input, &listener))
+                };
+                nix::unistd::dup2(null.as_raw_fd(), 0)?;
+                if let Some(why) = unprotected {
+                    crate::exe::note_unprotected(why);
                 }
                 Ok(serve(params, listener))
             })()
@@ -266,6 +281,15 @@ fn spawn_server(
             std::process::exit(code);
         }
     }
+}
+
+/// The `serve` action, as [`spawn_server`]'s re-executed child runs it:
+/// the listener and the parameters it inherited.
+pub fn inherited(flags: &Flags) -> Result<(StartParams, OwnedFd)> {
+    let (listener, input) = crate::exe::inherited()?.ok_or_else(|| {
+        Error::InvalidArgument("the shim server is started by containerd through `start`".into())
+    })?;
+    Ok((read_params(flags, &input)?, listener))
 }
 
 #[cfg(test)]

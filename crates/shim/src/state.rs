@@ -1,5 +1,6 @@
 //! What the shim keeps beside a bundle so that `delete` can clean up after
-//! the shim died: which executor made the container, with which options.
+//! the shim died: which executor made the container, with which options,
+//! and the pid of its init (for the exit containerd then reports).
 
 use std::path::Path;
 
@@ -14,12 +15,16 @@ const FILE: &str = "barge.json";
 pub struct Saved {
     pub executor: String,
     pub options: Options,
+    /// 0 until the init is made.
+    #[serde(default)]
+    pub pid: u32,
 }
 
-pub fn save(bundle: &Path, executor: &str, options: &Options) -> Result<()> {
+pub fn save(bundle: &Path, executor: &str, options: &Options, pid: u32) -> Result<()> {
     let saved = Saved {
         executor: executor.to_string(),
         options: options.clone(),
+        pid,
     };
     let bytes = serde_json::to_vec(&saved).map_err(|e| Error::Other(e.to_string()))?;
     std::fs::write(bundle.join(FILE), bytes)

@@ -185,6 +185,54 @@ impl Sink {
             Sink::File(_) | Sink::Discard => Ok(()),
         }
     }
+
+    /// What was written into containerd's fifo and its client has not read
+    /// yet (FIONREAD of the pipe); nothing for the other sinks.
+    pub fn unread(&self) -> usize {
+        match self {
+            Sink::Fifo(f) => unread(f),
+            _ => 0,
+        }
+    }
+}
+
+/// The bytes waiting in the pipe or fifo `fd` for its reader (0 when that
+/// cannot be told).
+pub fn unread(fd: &impl std::os::fd::AsFd) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at
+    // a live local; the descriptor is borrowed for the call.
+    if unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
+/// Once a process's output is all written, how long its client may go
+/// without reading any of what is left in the fifo before the shim stops
+/// waiting.
+const READ_STALL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Waits until the client has read what `unread` counts, as long as it
+/// keeps reading. A client may delete the process as soon as its exit is
+/// published and close its fifos then (ctr's exec does: containerd's client
+/// cancels its copy after DeleteProcess), losing what was still in them;
+/// the exit waits for this (within the caller's drain limit).
+pub async fn until_read(unread: impl Fn() -> usize, what: &str) {
+    let mut left = unread();
+    let mut since = tokio::time::Instant::now();
+    while left > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let now = unread();
+        if now < left {
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= READ_STALL {
+            log::debug!("{what}: {now} bytes left unread in the fifo");
+            return;
+        }
+        left = now;
+    }
 }
 
 /// Opens the output that `uri` names for the shim to write `owner`'s
@@ -419,6 +467,25 @@ mod tests {
         );
         assert_eq!((file.uid(), file.gid()), us);
         set_owner(&stdio, &out, &err, None).unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fifo_sink_counts_what_its_client_has_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = mkfifo(dir.path(), "out");
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&out)
+            .unwrap();
+        let mut sink = open_sink(&out, &Owner::default()).unwrap();
+        assert_eq!(sink.unread(), 0);
+        sink.write_all(b"hello").await.unwrap();
+        assert_eq!(sink.unread(), 5);
+        let mut buf = [0u8; 3];
+        reader.read_exact(&mut buf).unwrap();
+        assert_eq!(sink.unread(), 2);
+        assert_eq!(Sink::Discard.unread(), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -111,7 +111,7 @@ impl Guest {
     }
 
     /// Loads, compiles (or takes from the cache) and links the guest.
-    fn prepare(&self) -> Result<Prepared, String> {
+    pub(crate) fn prepare(&self) -> Result<Prepared, String> {
         let label = self.source.label();
         let bytes = self.read()?;
         let is_component = wasmparser::Parser::is_component(&bytes);
@@ -230,23 +230,9 @@ fn set_title(args: &[String]) {
     comm.push(0);
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Some((start, end)) = own_area(Area::Args) else {
         return;
     };
-    // Fields after the command name, which ends at the last ')': the
-    // argument area is fields 48 and 49, so 45 and 46 counting from 0 here.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let (Some(start), Some(end)) = (
-        fields.get(45).and_then(|f| f.parse::<usize>().ok()),
-        fields.get(46).and_then(|f| f.parse::<usize>().ok()),
-    ) else {
-        return;
-    };
-    if end <= start {
-        return;
-    }
     let mut title: Vec<u8> = Vec::new();
     for arg in args {
         title.extend(arg.bytes().filter(|b| *b != 0));
@@ -260,6 +246,46 @@ fn set_title(args: &[String]) {
     // writable (it is on the initial stack); nothing in this process reads
     // the shim's arguments from it any more.
     unsafe { std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, end - start) };
+}
+
+/// The initial stack's areas that /proc/<pid>/cmdline and environ show.
+#[derive(Clone, Copy)]
+enum Area {
+    Args,
+    Env,
+}
+
+/// Where one of this process's areas lies, from /proc/self/stat.
+fn own_area(area: Area) -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which ends at the last ')': arg_start
+    // and arg_end are fields 48 and 49, env_start and env_end 50 and 51,
+    // so 45 to 48 counting from 0 here.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let first = match area {
+        Area::Args => 45,
+        Area::Env => 47,
+    };
+    let start = fields.get(first)?.parse::<usize>().ok()?;
+    let end = fields.get(first + 1)?.parse::<usize>().ok()?;
+    (end > start).then_some((start, end))
+}
+
+/// The init is a fork of the shim and keeps the shim's environment, which
+/// the guest never sees (it gets the spec's through WASI). It is emptied,
+/// so that a process of the container that may read /proc/1/environ (one
+/// with CAP_SYS_PTRACE) finds nothing of the host there.
+fn wipe_environ() {
+    // SAFETY: the init has one thread, and nothing in it holds a pointer
+    // returned by getenv across this call.
+    unsafe { libc::clearenv() };
+    let Some((start, end)) = own_area(Area::Env) else {
+        return;
+    };
+    // SAFETY: [start, end) is this process's own environment area, mapped
+    // and writable (on the initial stack); after clearenv nothing points
+    // into it.
+    unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
 }
 
 /// The descriptors open in this process, leaving out the one used to list
@@ -376,6 +402,14 @@ impl Workload for Guest {
             unsafe { libc::close(fd) };
         }
         set_title(&self.settings.args);
+        wipe_environ();
+        // The init runs the shim's image, where a native one would have
+        // exec'd the container's program. Not dumpable, its /proc entries
+        // (exe, mem, maps, environ, fd) stay closed to the container's
+        // other processes unless they hold CAP_SYS_PTRACE.
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            say(&format!("cannot make the init non-dumpable: {e}"));
+        }
         let prepared = self
             .prepared
             .lock()

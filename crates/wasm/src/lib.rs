@@ -216,3 +216,38 @@ impl Container for WasmContainer {
         self.inner.delete()
     }
 }
+
+/// For the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use crate::guest::{Guest, Linked, Source};
+    use crate::settings::Settings;
+
+    /// Loads, compiles and links `bytes` (a module, a component or WAT) as
+    /// a container's init does, with no cache and no preopens, without
+    /// instantiating or running it. Says what it linked.
+    pub fn prepare(bytes: Vec<u8>) -> std::result::Result<&'static str, String> {
+        let settings = Settings {
+            args: vec!["guest.wasm".into()],
+            env: Vec::new(),
+            preopens: Vec::new(),
+            fuel: 0,
+            timeout: None,
+            http_port: crate::settings::DEFAULT_HTTP_PORT,
+            memory_limit: None,
+            limit_fd: None,
+        };
+        let source = Source::Layer {
+            digest: "sha256:fuzz".into(),
+            bytes: Arc::new(bytes),
+        };
+        let prepared = Guest::new("fuzz", source, settings, None).prepare()?;
+        Ok(match prepared.linked {
+            Linked::Module(_) => "module",
+            Linked::Command(_) => "command",
+            Linked::Http(_) => "http",
+        })
+    }
+}

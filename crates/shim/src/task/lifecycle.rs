@@ -70,7 +70,7 @@ impl Service {
                 console_socket: launch.console_socket(),
             };
             let executor = self.executors.select(&ctx)?;
-            state::save(&bundle, executor.name(), &options)?;
+            state::save(&bundle, executor.name(), &options, 0)?;
             log::info!(
                 "creating container {} with executor {}",
                 req.id,
@@ -78,7 +78,10 @@ impl Service {
             );
             let mut container = executor.create(ctx)?;
             let size = spec.process().as_ref().and_then(|p| p.console_size());
-            if let Err(e) = launch.finish(&mut init, container.pid(), size) {
+            let saved = launch
+                .finish(&mut init, container.pid(), size)
+                .and_then(|_| state::save(&bundle, executor.name(), &options, container.pid()));
+            if let Err(e) = saved {
                 let _ = container.delete();
                 return Err(e);
             }

@@ -141,7 +141,10 @@ impl Service {
             exit.status
         );
         proc.reaped = Some(exit);
-        let drained = proc.console.as_ref().map(|c| c.drained(DRAIN_LIMIT));
+        let drained: Option<Drained> = match proc.console.as_ref() {
+            Some(console) => Some(Box::pin(console.drained(DRAIN_LIMIT))),
+            None => fifos_read(&proc.held),
+        };
         match drained {
             None => {
                 proc.ready = true;
@@ -205,6 +208,32 @@ impl Service {
             }
         }
     }
+}
+
+/// What a reaped process's exit waits for before it is published.
+type Drained = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Without a terminal the process wrote straight into its output fifos;
+/// when its client has not read all of it yet, the exit waits until it has
+/// (see [`crate::stdio::until_read`]), within the drain limit. `None` when
+/// nothing is left unread.
+fn fifos_read(held: &crate::stdio::Held) -> Option<Drained> {
+    let unread = |fds: &[std::os::fd::OwnedFd]| fds.iter().map(crate::stdio::unread).sum::<usize>();
+    if unread(&held.outputs) == 0 {
+        return None;
+    }
+    let fds: Vec<std::os::fd::OwnedFd> = held
+        .outputs
+        .iter()
+        .filter_map(|f| f.try_clone().ok())
+        .collect();
+    Some(Box::pin(async move {
+        let _ = tokio::time::timeout(
+            DRAIN_LIMIT,
+            crate::stdio::until_read(|| unread(&fds), "output"),
+        )
+        .await;
+    }))
 }
 
 fn unimplemented<T>(rpc: &str) -> ttrpc::Result<T> {
