@@ -81,7 +81,10 @@ fn dev_null() -> Result<OwnedFd> {
 ///   anything else gets one under `/barge/<namespace>`.
 /// - `rootfsPropagation` in the spelling libcontainer knows (see
 ///   [`propagation`]).
-fn write_libcontainer_config(ctx: &CreateContext<'_>) -> Result<()> {
+/// - with a user namespace, the paths of namespaces to join as
+///   `/proc/self/fd/N` of files opened here; they are returned, to be held
+///   until the container is built.
+fn write_libcontainer_config(ctx: &CreateContext<'_>) -> Result<Vec<std::fs::File>> {
     let linux = ctx.spec.linux().as_ref();
     let has_path = linux
         .and_then(|l| l.cgroups_path().as_ref())
@@ -89,11 +92,43 @@ fn write_libcontainer_config(ctx: &CreateContext<'_>) -> Result<()> {
     let rootfs = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(propagation::libcontainer_rootfs);
-    if has_path && rootfs.is_none() {
-        return Ok(());
+    let namespaces = linux.and_then(|l| l.namespaces().as_ref());
+    let in_user_ns = namespaces.is_some_and(|n| {
+        n.iter()
+            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+    });
+    let joined = namespaces.is_some_and(|n| n.iter().any(|n| n.path().is_some()));
+    if has_path && rootfs.is_none() && !(in_user_ns && joined) {
+        return Ok(Vec::new());
     }
     let mut spec = ctx.spec.clone();
     let mut linux = spec.linux().clone().unwrap_or_default();
+    // libcontainer opens the namespaces to join after it has entered the
+    // new user namespace, where the mapped root may not reach them (CRI's
+    // netns lies in a directory only the host's root may enter). Opened
+    // here, they are inherited by the fork and named /proc/self/fd/N
+    // (close-on-exec: the container's program never gets them).
+    let mut held = Vec::new();
+    if in_user_ns {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        for ns in namespaces.iter_mut() {
+            let Some(path) = ns.path().clone() else {
+                continue;
+            };
+            let file = std::fs::File::open(&path).map_err(Error::io(format!(
+                "open the {:?} namespace {} to join",
+                ns.typ(),
+                path.display()
+            )))?;
+            use std::os::fd::AsRawFd;
+            ns.set_path(Some(PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                file.as_raw_fd()
+            ))));
+            held.push(file);
+        }
+        linux.set_namespaces(Some(namespaces));
+    }
     if !has_path {
         linux.set_cgroups_path(Some(PathBuf::from(format!(
             "/barge/{}/{}",
@@ -106,7 +141,8 @@ fn write_libcontainer_config(ctx: &CreateContext<'_>) -> Result<()> {
     spec.set_linux(Some(linux));
     let path = ctx.bundle.join("config.json");
     let bytes = serde_json::to_vec(&spec).map_err(|e| Error::Runtime(e.to_string()))?;
-    std::fs::write(&path, bytes).map_err(Error::io(format!("write {}", path.display())))
+    std::fs::write(&path, bytes).map_err(Error::io(format!("write {}", path.display())))?;
+    Ok(held)
 }
 
 impl Executor for Native {
@@ -164,7 +200,8 @@ where
     }
     let root = state_root(ctx.namespace)?;
     create_private_dir(&root)?;
-    write_libcontainer_config(&ctx)?;
+    // Kept open until the container is built.
+    let _joined = write_libcontainer_config(&ctx)?;
     let stdio = ctx.stdio;
     let stdin = stdio.stdin.map_or_else(dev_null, Ok)?;
     let stdout = stdio.stdout.map_or_else(dev_null, Ok)?;

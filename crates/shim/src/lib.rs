@@ -29,6 +29,7 @@ mod state;
 mod stats;
 mod stdio;
 mod task;
+mod userns;
 mod wire;
 
 use std::io::Write;

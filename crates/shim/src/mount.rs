@@ -77,21 +77,27 @@ pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> Result<()> {
 }
 
 fn mount_one(m: &Mount, target: &Path) -> Result<()> {
-    let (flags, _, data) = parse_options(&m.options);
-    let fstype = if m.type_.is_empty() || flags.contains(MsFlags::MS_BIND) {
-        None
-    } else {
-        Some(m.type_.as_str())
-    };
-    let data = (!data.is_empty()).then_some(data.as_str());
-    mount(Some(m.source.as_str()), target, fstype, flags, data).map_err(|e| {
+    // containerd 2.x's snapshotters ask for an overlay whose lower layers
+    // are idmapped (a `hostUsers: false` pod): uidmap= and gidmap= are
+    // options of containerd's own, not the kernel's.
+    let failed = |e: &dyn std::fmt::Display| {
         Error::InvalidArgument(format!(
             "mount {} ({}) on {}: {e}",
             m.source,
             m.type_,
             target.display()
         ))
-    })?;
+    };
+    let idmapped = idmapped_layers(&m.options, &m.type_).map_err(|e| failed(&e))?;
+    let options = idmapped.as_ref().map_or(&m.options, |l| &l.options);
+    let (flags, _, data) = parse_options(options);
+    let fstype = if m.type_.is_empty() || flags.contains(MsFlags::MS_BIND) {
+        None
+    } else {
+        Some(m.type_.as_str())
+    };
+    let data = (!data.is_empty()).then_some(data.as_str());
+    mount(Some(m.source.as_str()), target, fstype, flags, data).map_err(|e| failed(&e))?;
     // A bind mount ignores MS_RDONLY until it is remounted.
     if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
         mount(
@@ -127,6 +133,15 @@ pub fn detached_clone(
     attrs: u64,
     recursive: bool,
 ) -> std::io::Result<std::os::fd::OwnedFd> {
+    clone_with(path, attrs, None, recursive)
+}
+
+fn clone_with(
+    path: &std::ffi::CStr,
+    attrs: u64,
+    userns: Option<std::os::fd::RawFd>,
+    recursive: bool,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let (clone_flags, at_flags) = if recursive {
         (libc::AT_RECURSIVE as libc::c_uint, libc::AT_RECURSIVE)
@@ -152,7 +167,7 @@ pub fn detached_clone(
         attr_set: attrs,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map_or(0, |fd| fd as u64),
     };
     // SAFETY: mount_setattr reads `attr` (of the size given) during the
     // call; the empty path with AT_EMPTY_PATH names the descriptor itself.
@@ -172,8 +187,134 @@ pub fn detached_clone(
     Ok(tree)
 }
 
+/// An overlay's options with its lower layers replaced by idmapped
+/// clones, which the descriptors keep until the overlay is mounted.
+struct IdmappedLayers {
+    options: Vec<String>,
+    _layers: Vec<std::os::fd::OwnedFd>,
+}
+
+/// One `uidmap=`/`gidmap=` value as /proc/<pid>/uid_map wants it: each
+/// `container:host:size` triple (several are separated by `,` or spaces)
+/// becomes a line.
+fn id_map_lines(value: &str) -> std::result::Result<String, String> {
+    let mut lines = String::new();
+    for triple in value.split([',', ' ']).filter(|t| !t.is_empty()) {
+        let parts: Vec<&str> = triple.split(':').collect();
+        let numbers: Vec<u32> = parts.iter().filter_map(|p| p.parse().ok()).collect();
+        if parts.len() != 3 || numbers.len() != 3 || numbers[2] == 0 {
+            return Err(format!(
+                "id mapping {triple:?} is not container-id:host-id:size"
+            ));
+        }
+        lines.push_str(&format!("{} {} {}\n", numbers[0], numbers[1], numbers[2]));
+    }
+    if lines.is_empty() {
+        return Err("an empty id mapping".into());
+    }
+    Ok(lines)
+}
+
+/// For an overlay with `uidmap=` and `gidmap=` among its options: the
+/// options to mount it with, its lowerdirs replaced by idmapped clones of
+/// them (`/proc/self/fd/N`) and the two left out. `None` when the mount
+/// asks for no idmapping.
+fn idmapped_layers(
+    options: &[String],
+    fstype: &str,
+) -> std::result::Result<Option<IdmappedLayers>, String> {
+    let value = |key: &str| {
+        options
+            .iter()
+            .find_map(|o| o.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    };
+    let (uid_map, gid_map) = match (value("uidmap"), value("gidmap")) {
+        (None, None) => return Ok(None),
+        (Some(u), Some(g)) => (id_map_lines(u)?, id_map_lines(g)?),
+        _ => return Err("uidmap and gidmap must be given together".into()),
+    };
+    if fstype != "overlay" {
+        return Err(format!(
+            "uidmap and gidmap are for overlay mounts, not {fstype:?}"
+        ));
+    }
+    let lower = value("lowerdir").ok_or("uidmap and gidmap need a lowerdir")?;
+    let userns = crate::userns::with_maps(&uid_map, &gid_map).map_err(|e| e.to_string())?;
+    let mut layers = Vec::new();
+    let mut paths = Vec::new();
+    for dir in lower.split(':') {
+        use std::os::fd::AsRawFd;
+        let path =
+            std::ffi::CString::new(dir).map_err(|_| format!("lowerdir {dir:?} holds a NUL"))?;
+        let layer = detached_clone_idmapped(&path, &userns)
+            .map_err(|e| format!("idmap lower layer {dir}: {e}"))?;
+        paths.push(format!("/proc/self/fd/{}", layer.as_raw_fd()));
+        layers.push(layer);
+    }
+    let options = options
+        .iter()
+        .filter(|o| !o.starts_with("uidmap=") && !o.starts_with("gidmap="))
+        .map(|o| {
+            if o.starts_with("lowerdir=") {
+                format!("lowerdir={}", paths.join(":"))
+            } else {
+                o.clone()
+            }
+        })
+        .collect();
+    Ok(Some(IdmappedLayers {
+        options,
+        _layers: layers,
+    }))
+}
+
+/// A detached clone of `path` that shows its files' owners through the
+/// user namespace `userns` (MOUNT_ATTR_IDMAP).
+fn detached_clone_idmapped(
+    path: &std::ffi::CStr,
+    userns: &std::os::fd::OwnedFd,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    clone_with(
+        path,
+        libc::MOUNT_ATTR_IDMAP,
+        Some(userns.as_raw_fd()),
+        false,
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn id_maps_become_uid_map_lines() {
+        assert_eq!(
+            id_map_lines("0:2621440:65536").unwrap(),
+            "0 2621440 65536\n"
+        );
+        assert_eq!(
+            id_map_lines("0:1000:1,1:100000:65535").unwrap(),
+            "0 1000 1\n1 100000 65535\n"
+        );
+        for bad in ["", "0:1", "0:1:0", "a:b:c", "0:1:2:3"] {
+            let e = id_map_lines(bad).unwrap_err();
+            assert!(e.contains("mapping"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn idmapping_is_only_for_overlays_with_both_maps() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(idmapped_layers(&o(&["lowerdir=/a", "ro"]), "overlay")
+            .unwrap()
+            .is_none());
+        let e = idmapped_layers(&o(&["lowerdir=/a", "uidmap=0:1:1"]), "overlay").err();
+        assert!(e.unwrap().contains("together"));
+        let e = idmapped_layers(&o(&["uidmap=0:1:1", "gidmap=0:1:1"]), "ext4").err();
+        assert!(e.unwrap().contains("overlay"));
+        let e = idmapped_layers(&o(&["uidmap=0:1:1", "gidmap=0:1:1"]), "overlay").err();
+        assert!(e.unwrap().contains("lowerdir"));
+    }
+
     use super::*;
 
     #[test]
