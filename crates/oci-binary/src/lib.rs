@@ -81,7 +81,15 @@ impl Executor for OciBinary {
             cmd.arg("--console-socket").arg(socket);
         }
         cmd.arg(ctx.id);
-        run_attached(&runtime, "create", cmd, ctx.stdio, &log_path)?;
+        if let Err(e) = run_attached(&runtime, "create", cmd, ctx.stdio, &log_path) {
+            // A runtime that fails (or crashes) part way through create can
+            // leave its state and the container's cgroups; `delete --force`
+            // removes what it made, and answers not-found if it made nothing.
+            if let Err(d) = delete_force(&runtime, ctx.id) {
+                log::warn!("deleting container {} after a failed create: {d}", ctx.id);
+            }
+            return Err(e);
+        }
 
         let pid = match read_pid(&pid_path) {
             Ok(pid) => pid,
