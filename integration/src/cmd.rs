@@ -79,6 +79,22 @@ pub fn wait_for_shim_line(lines: impl Fn() -> Vec<String>, wanted: &str) -> Resu
 }
 
 /// What a finished command left.
+/// Runs each command on a thread of its own, all at once; `run` is
+/// [`Cmd::run`], or a run on a pty. The results are in the commands' order.
+pub fn at_once(cmds: Vec<Cmd>, run: impl Fn(Cmd) -> Result<Output> + Sync) -> Vec<Result<Output>> {
+    std::thread::scope(|s| {
+        let run = &run;
+        let handles: Vec<_> = cmds.into_iter().map(|c| s.spawn(move || run(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+            })
+            .collect()
+    })
+}
+
 /// The lines of `text` that hold something, trimmed: a listing's ids.
 pub fn nonempty_lines(text: &str) -> Vec<String> {
     text.lines()

@@ -475,7 +475,7 @@ fn parallel_20(ctx: &CtrCtx) -> Result<()> {
                     .timeout(Duration::from_secs(50))
             })
             .collect();
-        let bad: Vec<String> = run_parallel(cmds)
+        let bad: Vec<String> = crate::cmd::at_once(cmds, Cmd::run)
             .into_iter()
             .enumerate()
             .filter_map(|(i, r)| {
@@ -510,20 +510,6 @@ fn among_many(script: &str, code: usize) -> [String; 3] {
         "-c".into(),
         format!("{script}; sleep 0.5; exit {code}"),
     ]
-}
-
-/// Runs the commands at the same time; answers their results in order.
-fn run_parallel(cmds: Vec<Cmd>) -> Vec<Result<Output>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = cmds.into_iter().map(|c| s.spawn(|| c.run())).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
-            })
-            .collect()
-    })
 }
 
 fn kill(ctx: &CtrCtx) -> Result<()> {
@@ -1280,7 +1266,7 @@ const WORKLOAD: &[Step] = &[
             .iter()
             .map(|id| side.exec(id, &[], &among_many(&format!("echo {id}"), 0)))
             .collect();
-        for (out, id) in run_parallel(cmds).into_iter().zip(&ids) {
+        for (out, id) in crate::cmd::at_once(cmds, Cmd::run).into_iter().zip(&ids) {
             expect_out(&out?, &format!("{id}\n"), Some(""), 0)?;
         }
         Ok(())

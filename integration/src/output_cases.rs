@@ -133,22 +133,6 @@ fn compare(what: &str, f: impl Fn(Side) -> Result<Tally>) -> Result<()> {
     Ok(())
 }
 
-/// Runs each command on a thread of its own, all at once; `run` is
-/// [`Cmd::run`], or a run on a pty.
-fn at_once(cmds: Vec<Cmd>, run: impl Fn(Cmd) -> Result<Output> + Sync) -> Vec<Result<Output>> {
-    std::thread::scope(|s| {
-        let run = &run;
-        let handles: Vec<_> = cmds.into_iter().map(|c| s.spawn(move || run(c))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
-            })
-            .collect()
-    })
-}
-
 /// Runs `cmd` on a pty of its own; the output is what the pty showed.
 fn on_pty(cmd: Cmd) -> Result<Output> {
     Pty::spawn(cmd, START)?.wait()
@@ -191,9 +175,9 @@ fn run_1mib(ctx: &CtrCtx, tty: bool) -> Result<()> {
             })
             .collect();
         let results = if tty {
-            at_once(cmds, on_pty)
+            crate::cmd::at_once(cmds, on_pty)
         } else {
-            at_once(cmds, Cmd::run)
+            crate::cmd::at_once(cmds, Cmd::run)
         };
         cleanup.done();
         Ok(Tally::of(results))
@@ -219,9 +203,9 @@ fn exec_1mib(ctx: &CtrCtx, tty: bool) -> Result<()> {
             })
             .collect();
         let results = if tty {
-            at_once(cmds, on_pty)
+            crate::cmd::at_once(cmds, on_pty)
         } else {
-            at_once(cmds, Cmd::run)
+            crate::cmd::at_once(cmds, Cmd::run)
         };
         ctx.kill_and_remove(&id)?;
         cleanup.done();
@@ -705,10 +689,10 @@ fn docker_1mib(ctx: &DockerCtx, how: Attach) -> Result<()> {
             })
             .collect();
         let results = match how {
-            Attach::Plain => at_once(cmds, Cmd::run),
-            Attach::Tty => at_once(cmds, on_pty),
+            Attach::Plain => crate::cmd::at_once(cmds, Cmd::run),
+            Attach::Tty => crate::cmd::at_once(cmds, on_pty),
             Attach::Logs => {
-                let started = at_once(cmds, Cmd::run);
+                let started = crate::cmd::at_once(cmds, Cmd::run);
                 let mut logs = Vec::new();
                 for (n, r) in names.iter().zip(started) {
                     logs.push(r.and_then(|out| {

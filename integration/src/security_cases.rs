@@ -686,19 +686,31 @@ fn seccomp_unconfined(ctx: &DockerCtx) -> Result<()> {
     )
 }
 
+/// Writes a seccomp profile that allows everything but the syscalls of
+/// `refused`, each group refused with its errno, into the dockerd's run
+/// dir as `file`; the `--security-opt` value that names it.
+fn seccomp_profile(ctx: &DockerCtx, file: &str, refused: &[(&[&str], i32)]) -> Result<String> {
+    let syscalls: Vec<serde_json::Value> = refused
+        .iter()
+        .map(|(names, errno)| json!({ "names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": errno }))
+        .collect();
+    let doc = json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls });
+    let profile = ctx.d.dirs.run.join(file);
+    std::fs::write(&profile, serde_json::to_vec_pretty(&doc)?)?;
+    Ok(format!("seccomp={}", profile.display()))
+}
+
 /// A profile of our own: everything allowed but mkdir (and mkdirat),
 /// refused with EOPNOTSUPP, and getpgid, refused with ENOMSG.
 fn seccomp_custom(ctx: &DockerCtx) -> Result<()> {
-    let profile = ctx.d.dirs.run.join("seccomp-custom.json");
-    let doc = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [
-            { "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EOPNOTSUPP },
-            { "names": ["getpgid"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOMSG },
+    let opt = seccomp_profile(
+        ctx,
+        "seccomp-custom.json",
+        &[
+            (&["mkdir", "mkdirat"], libc::EOPNOTSUPP),
+            (&["getpgid"], libc::ENOMSG),
         ],
-    });
-    std::fs::write(&profile, serde_json::to_vec_pretty(&doc)?)?;
-    let opt = format!("seccomp={}", profile.display());
+    )?;
     seccomp_compare(
         ctx,
         "seccomp-custom",
@@ -721,15 +733,7 @@ fn seccomp_custom(ctx: &DockerCtx) -> Result<()> {
 fn seccomp_runtime_crash(ctx: &DockerCtx) -> Result<()> {
     use crate::docker_exec_cases::{cleanup, name, runtime};
     use crate::tty_cases::Side;
-    let profile = ctx.d.dirs.run.join("seccomp-getppid.json");
-    let doc = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [
-            { "names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM },
-        ],
-    });
-    std::fs::write(&profile, serde_json::to_vec_pretty(&doc)?)?;
-    let opt = format!("seccomp={}", profile.display());
+    let opt = seccomp_profile(ctx, "seccomp-getppid.json", &[(&["getppid"], libc::EPERM)])?;
     for side in [Side::Runc, Side::Barge] {
         let name = name("seccomp-runtime-crash", side);
         let guard = cleanup(ctx, &name);

@@ -38,6 +38,24 @@ pub fn rootfs(bundle: &Path, spec: &Spec) -> Option<PathBuf> {
     spec.root().as_ref().map(|r| bundle.join(r.path()))
 }
 
+/// Where `arg0` of `process` may be, in the container's view, in the order
+/// execvp tries them: itself against the cwd when it has a `/`, else each
+/// directory of the process's PATH (or the default one).
+pub fn candidates(process: &oci_spec::runtime::Process, arg0: &str) -> Vec<PathBuf> {
+    if arg0.contains('/') {
+        return vec![process.cwd().join(arg0)];
+    }
+    let path = process
+        .env()
+        .as_ref()
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(arg0))
+        .collect()
+}
+
 /// Finds `process.args[0]` in the rootfs. The error says what was looked for
 /// and where.
 pub fn find(bundle: &Path, spec: &Spec) -> Result<Entrypoint, String> {
@@ -52,19 +70,7 @@ pub fn find(bundle: &Path, spec: &Spec) -> Result<Entrypoint, String> {
         .and_then(|a| a.first())
         .filter(|a| !a.is_empty())
         .ok_or("the OCI spec's process has no args")?;
-    let candidates: Vec<PathBuf> = if arg0.contains('/') {
-        vec![process.cwd().join(arg0)]
-    } else {
-        let path = process
-            .env()
-            .as_ref()
-            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
-            .unwrap_or(DEFAULT_PATH);
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| Path::new(d).join(arg0))
-            .collect()
-    };
+    let candidates = candidates(process, arg0);
     for path in &candidates {
         if let Some(host_path) = resolve(&rootfs, path) {
             if host_path.is_file() {

@@ -378,6 +378,15 @@ mod tests {
         Ok(())
     }
 
+    /// The client's end of a fifo, opened without waiting for a writer.
+    fn nonblocking_reader(path: &str) -> std::fs::File {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .unwrap()
+    }
+
     fn mkfifo(dir: &std::path::Path, name: &str) -> String {
         let p = dir.join(name);
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -388,11 +397,7 @@ mod tests {
     fn output_reaches_the_reader_and_ends_when_all_close() {
         let dir = tempfile::tempdir().unwrap();
         let out = mkfifo(dir.path(), "out");
-        let mut reader = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&out)
-            .unwrap();
+        let mut reader = nonblocking_reader(&out);
         let (stdio, held) = open("", &out, "", false, &Owner::default()).unwrap();
         let mut w = std::fs::File::from(stdio.stdout.unwrap());
         w.write_all(b"hello\n").unwrap();
@@ -473,11 +478,7 @@ mod tests {
     async fn a_fifo_sink_counts_what_its_client_has_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let out = mkfifo(dir.path(), "out");
-        let mut reader = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&out)
-            .unwrap();
+        let mut reader = nonblocking_reader(&out);
         let mut sink = open_sink(&out, &Owner::default()).unwrap();
         assert_eq!(sink.unread(), 0);
         sink.write_all(b"hello").await.unwrap();

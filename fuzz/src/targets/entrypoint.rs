@@ -437,20 +437,9 @@ fn kernel_entrypoint(rootfs: &Path, spec: &Spec) -> Option<(PathBuf, (u64, u64))
     let root = unsafe { OwnedFd::from_raw_fd(root) };
     let process = spec.process().as_ref()?;
     let arg0 = process.args().as_ref()?.first().filter(|a| !a.is_empty())?;
-    let candidates: Vec<PathBuf> = if arg0.contains('/') {
-        vec![process.cwd().join(arg0)]
-    } else {
-        let path = process
-            .env()
-            .as_ref()
-            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
-            .unwrap_or(DEFAULT_PATH);
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| Path::new(d).join(arg0))
-            .collect()
-    };
-    candidates
+    // Where to look is the shim's own rule (a plain PATH walk); what is
+    // found there is the kernel's answer.
+    barge_executor::entrypoint::candidates(process, arg0)
         .into_iter()
         .find_map(|c| kernel_lookup(&root, &c).map(|id| (c, id)))
 }
